@@ -1,0 +1,242 @@
+"""The SUS attention op: `torch.ops.sus.attention` and its autograd.
+
+Three registered ops:
+
+    sus::attention           the public op, SDPA's signature plus `c`. Composite: it checks
+                             and canonicalizes its inputs, then calls attention_forward.
+    sus::attention_forward   exact forward -> (out, lse, seed). register_autograd backs it with
+    sus::attention_backward  the SUS estimator -> (dq, dk, dv, dmask).
+
+The forward saves q, k, v, mask, out and the per-row log-sum-exp, never the Lq x Lk weights.
+`seed` is the dropout seed, drawn in the forward so the backward regenerates the same mask.
+The backward draws its own sampling seed from torch's default generator each time it runs:
+fresh masks every backward, reproducible under torch.manual_seed.
+
+Both inner ops carry Tag.nondeterministic_seeded so that AOTAutograd's partitioner never
+recomputes them (a recomputed forward would draw a different dropout mask).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import reference
+
+_lib = torch.library.Library("sus", "FRAGMENT")
+_lib.define(
+    "attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None, float dropout_p=0.0, "
+    "bool is_causal=False, float? scale=None, bool enable_gqa=False, *, float c=32.0) -> Tensor"
+)
+
+_SEED_HIGH = 1 << 62
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks: every problem is a ValueError that names the argument and the shapes.
+
+def _shape(t: Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
+                 scale: Optional[float], enable_gqa: bool, c: float) -> None:
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"sus attention: {name} must be a Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise ValueError(f"sus attention: {name} must be floating point, got {t.dtype}")
+    if not (query.dim() == key.dim() == value.dim()) or query.dim() not in (3, 4):
+        raise ValueError(
+            "sus attention: query, key and value must all be 4-D [B, H, L, E] (or all 3-D [B, L, E]); got "
+            f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise ValueError(f"sus attention: query, key and value must share a dtype; got query {query.dtype}, "
+                         f"key {key.dtype}, value {value.dtype}")
+    if not (query.device == key.device == value.device):
+        raise ValueError(f"sus attention: query, key and value must be on one device; got query {query.device}, "
+                         f"key {key.device}, value {value.device}")
+    shapes = f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}"
+    if query.shape[0] != key.shape[0] or key.shape[0] != value.shape[0]:
+        raise ValueError(f"sus attention: batch sizes differ: {shapes}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"sus attention: key and value must have the same length (dim -2): {shapes}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"sus attention: query and key must have the same head dim (dim -1): {shapes}")
+    if query.dim() == 4:
+        H, Hk, Hv = query.shape[1], key.shape[1], value.shape[1]
+        if Hk != Hv:
+            raise ValueError(f"sus attention: key and value must have the same number of heads: {shapes}")
+        if enable_gqa:
+            if Hk == 0 or H % Hk != 0:
+                raise ValueError(f"sus attention: with enable_gqa, query heads ({H}) must be a multiple of "
+                                 f"key/value heads ({Hk}): {shapes}")
+        elif H != Hk:
+            raise ValueError(f"sus attention: query has {H} heads and key/value {Hk}; pass enable_gqa=True "
+                             f"for grouped-query attention: {shapes}")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise ValueError(f"sus attention: attn_mask must be a Tensor or None, got {type(attn_mask).__name__}")
+        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+            raise ValueError(f"sus attention: attn_mask must be bool or floating point, got {attn_mask.dtype}")
+        if attn_mask.device != query.device:
+            raise ValueError(f"sus attention: attn_mask is on {attn_mask.device}, query on {query.device}")
+        target = tuple(query.shape[:-1]) + (key.shape[-2],)
+        ok = attn_mask.dim() <= len(target) and all(
+            m == 1 or m == t for m, t in zip(reversed(attn_mask.shape), reversed(target)))
+        if not ok:
+            raise ValueError(f"sus attention: attn_mask of shape {_shape(attn_mask)} does not broadcast to "
+                             f"[{', '.join(str(s) for s in target)}] ({shapes})")
+    if not isinstance(dropout_p, (int, float)) or not (0.0 <= float(dropout_p) < 1.0):
+        raise ValueError(f"sus attention: dropout_p must be in [0, 1), got {dropout_p!r}")
+    if scale is not None and not isinstance(scale, torch.SymFloat) and not math.isfinite(float(scale)):
+        raise ValueError(f"sus attention: scale must be finite, got {scale!r}")
+    if not isinstance(c, (int, float)) or math.isnan(float(c)) or float(c) <= 0:
+        raise ValueError(f"sus attention: c must be a number > 0 (float('inf') for the exact backward), got {c!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward
+
+def _draw_seed(device: torch.device) -> Tensor:
+    # From torch's default generator: reproducible under torch.manual_seed.
+    return torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).to(device)
+
+
+def _cpu_flash_forward(q, k, v, mask, is_causal, scale):
+    """torch's CPU flash kernel returns the LSE we need. It wants equal head dims, one head
+    count, a float mask, and not mask and causal together."""
+    G = q.shape[1] // k.shape[1]
+    if G > 1:
+        k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+    float_mask = None
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            float_mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+        else:
+            float_mask = mask.to(q.dtype)
+        if is_causal:
+            Lq, Lk = q.shape[2], k.shape[2]
+            causal = torch.ones(Lq, Lk, dtype=torch.bool).tril_()
+            float_mask = float_mask.masked_fill(~causal, float("-inf"))
+            is_causal = False
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, 0.0, is_causal, attn_mask=float_mask, scale=scale)
+    return out.contiguous(), lse.float().contiguous()
+
+
+def _use_cpu_flash(q, k, v, dropout_p) -> bool:
+    return (q.device.type == "cpu" and dropout_p == 0.0 and q.shape[-1] == v.shape[-1]
+            and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and q.numel() > 0 and k.shape[2] > 0)
+
+
+@torch.library.custom_op("sus::attention_forward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
+                      is_causal: bool, scale: float, c: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Exact attention on canonical 4-D inputs. Returns (out, lse, dropout seed)."""
+    seed = _draw_seed(query.device) if dropout_p > 0 else torch.zeros(1, dtype=torch.int64, device=query.device)
+    if _use_cpu_flash(query, key, value, dropout_p):
+        out, lse = _cpu_flash_forward(query, key, value, attn_mask, is_causal, scale)
+    else:
+        from .kernels import dispatch
+        res = dispatch.forward(query, key, value, attn_mask, is_causal, scale, dropout_p)
+        if res is not None:
+            out, lse = res
+        else:
+            out, lse = reference.forward(query, key, value, attn_mask, is_causal, scale, dropout_p, int(seed.item()))
+    return out.contiguous(), lse.contiguous(), seed
+
+
+@attention_forward.register_fake
+def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
+    B, H, Lq, _ = query.shape
+    out = query.new_empty((B, H, Lq, value.shape[-1]))
+    lse = query.new_empty((B, H, Lq), dtype=reference.accumulation_dtype(query.dtype))
+    return out, lse, query.new_empty((1,), dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward
+
+@torch.library.custom_op("sus::attention_backward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor],
+                       out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
+                       c: float, mask_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad."""
+    sample_seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).item())
+    from .kernels import dispatch
+    res = None
+    if not mask_grad:
+        res = dispatch.backward(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal,
+                                scale, c, sample_seed)
+    if res is None:
+        dq, dk, dv, dmask = reference.backward(
+            grad_out, query, key, value, out, lse, attn_mask, is_causal, scale, c, sample_seed,
+            dropout_p, int(seed.item()) if dropout_p > 0 else 0, mask_grad=mask_grad)
+    else:
+        (dq, dk, dv), dmask = res, None
+    if dmask is None:
+        dmask = query.new_empty((0,))
+    return dq.contiguous(), dk.contiguous(), dv.contiguous(), dmask
+
+
+@attention_backward.register_fake
+def _(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, mask_grad):
+    dmask = attn_mask.new_empty(attn_mask.shape) if (mask_grad and attn_mask is not None) else query.new_empty((0,))
+    return (query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape), dmask)
+
+
+def _setup_context(ctx, inputs, output):
+    query, key, value, attn_mask, dropout_p, is_causal, scale, c = inputs
+    out, lse, seed = output
+    ctx.save_for_backward(query, key, value, attn_mask, out, lse, seed)
+    ctx.args = (dropout_p, is_causal, scale, c)
+    ctx.mask_grad = attn_mask is not None and attn_mask.requires_grad
+
+
+def _backward(ctx, grad_out, grad_lse, grad_seed):
+    query, key, value, attn_mask, out, lse, seed = ctx.saved_tensors
+    dropout_p, is_causal, scale, c = ctx.args
+    dq, dk, dv, dmask = torch.ops.sus.attention_backward(
+        grad_out.contiguous(), query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
+        ctx.mask_grad)
+    return dq, dk, dv, (dmask if ctx.mask_grad else None), None, None, None, None
+
+
+torch.library.register_autograd("sus::attention_forward", _backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# The public op
+
+def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+               dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+               enable_gqa: bool = False, *, c: float = 32.0) -> Tensor:
+    check_inputs(query, key, value, attn_mask, dropout_p, scale, enable_gqa, c)
+    three_d = query.dim() == 3
+    if three_d:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if attn_mask is not None and attn_mask.dim() == 3:
+            attn_mask = attn_mask.unsqueeze(1)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
+                                                scale, float(c))
+    return out.squeeze(1) if three_d else out
+
+
+_lib.impl("attention", _attention, "CompositeImplicitAutograd")
+
+
+def sus_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+                  dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                  enable_gqa: bool = False, *, c: float = 32.0) -> Tensor:
+    """Attention with an exact forward and the SUS backward.
+
+    Arguments mean what they mean for torch.nn.functional.scaled_dot_product_attention.
+    `c` is the SUS parameter: each attention weight W_ij is kept in the backward with probability
+    min(1, c W_ij) and reweighted so gradients stay unbiased; `float("inf")` gives the exact backward.
+    """
+    return torch.ops.sus.attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, c=c)

@@ -1,0 +1,88 @@
+"""Opt-in recording of what each SUS backward kept.
+
+    with sus_fx.stats() as rec:
+        loss.backward()
+    print(rec.summary())          # kept per row (mean, max), fraction of entries cut
+
+Backward implementations call `record(...)` only while a recorder is active
+(`recording()` is a cheap global check), so the default path costs nothing.
+Under torch.compile the op's backward runs as an opaque kernel call, so the
+recorder sees compiled backwards too.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from typing import Iterator, List, Optional
+
+# Global, not thread-local: autograd runs CUDA backwards on its own device threads.
+_lock = threading.Lock()
+_active: list = []
+
+
+@dataclasses.dataclass
+class BackwardRecord:
+    """One call of the SUS attention backward."""
+
+    shape: tuple  # (B, H, Lq, Lk)
+    c: float
+    rows: int  # query rows with at least one unmasked key
+    kept_total: float  # kept (i, j) entries, summed over rows
+    kept_max: float  # most entries kept in one row
+    valid_total: float  # unmasked (i, j) entries: what the exact backward touches
+    site: Optional[str] = None
+
+    @property
+    def kept_per_row_mean(self) -> float:
+        return self.kept_total / self.rows if self.rows else 0.0
+
+    @property
+    def fraction_cut(self) -> float:
+        return 1.0 - self.kept_total / self.valid_total if self.valid_total else 0.0
+
+
+class StatsRecorder:
+    def __init__(self) -> None:
+        self.records: List[BackwardRecord] = []
+
+    def summary(self) -> dict:
+        rows = sum(r.rows for r in self.records)
+        kept = sum(r.kept_total for r in self.records)
+        valid = sum(r.valid_total for r in self.records)
+        return {
+            "backwards": len(self.records),
+            "kept_per_row_mean": kept / rows if rows else 0.0,
+            "kept_per_row_max": max((r.kept_max for r in self.records), default=0.0),
+            "fraction_cut": 1.0 - kept / valid if valid else 0.0,
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (
+            f"StatsRecorder({s['backwards']} backwards, kept/row mean {s['kept_per_row_mean']:.2f} "
+            f"max {s['kept_per_row_max']:.0f}, cut {100 * s['fraction_cut']:.2f}%)"
+        )
+
+
+@contextlib.contextmanager
+def stats() -> Iterator[StatsRecorder]:
+    """Record, for every SUS backward run inside the block, the kept entries per query row."""
+    rec = StatsRecorder()
+    with _lock:
+        _active.append(rec)
+    try:
+        yield rec
+    finally:
+        with _lock:
+            _active.remove(rec)
+
+
+def recording() -> bool:
+    return bool(_active)
+
+
+def record(r: BackwardRecord) -> None:
+    with _lock:
+        for rec in _active:
+            rec.records.append(r)
