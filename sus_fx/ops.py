@@ -108,6 +108,9 @@ def _draw_seed(device: torch.device) -> Tensor:
 def _cpu_flash_forward(q, k, v, mask, is_causal, scale):
     """torch's CPU flash kernel returns the LSE we need. It wants equal head dims, one head
     count, a float mask, and not mask and causal together."""
+    # The kernel misreads inputs whose last dim is strided (seen on torch 2.13); SDPA's front end
+    # makes them contiguous before calling it, and so do we.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     G = q.shape[1] // k.shape[1]
     if G > 1:
         k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
@@ -222,6 +225,11 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Te
             attn_mask = attn_mask.unsqueeze(1)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
+    device_type = query.device.type
+    if torch.is_autocast_enabled(device_type) and query.dtype in (torch.float32, torch.float64):
+        # Under autocast SDPA runs in the autocast dtype; so do we (the op has no autocast kernel).
+        low = torch.get_autocast_dtype(device_type)
+        query, key, value = query.to(low), key.to(low), value.to(low)
     out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
                                                 scale, float(c))
     return out.squeeze(1) if three_d else out

@@ -116,7 +116,7 @@ def forward(q, k, v, mask, is_causal: bool, scale: float, dropout_p: float = 0.0
         out[:, :, :, i0:i1] = torch.matmul(w, v5)
         row_lse = (m + torch.log(l)).squeeze(-1)
         lse[:, :, :, i0:i1] = torch.where(l.squeeze(-1) == 0, torch.zeros_like(row_lse), row_lse)
-    return out.reshape(B, H, Lq, -1).to(q.dtype), lse.reshape(B, H, Lq)
+    return out.reshape(B, H, Lq, v.shape[-1]).to(q.dtype), lse.reshape(B, H, Lq)
 
 
 def sample_weights(w: torch.Tensor, c: float, gen: Optional[torch.Generator]):
@@ -140,8 +140,8 @@ def backward(dout, q, k, v, out, lse, mask, is_causal: bool, scale: float, c: fl
     acc = accumulation_dtype(q.dtype)
     q5, k5, v5, B, H, Hkv, G, Lq, Lk = _views(q, k, v)
     k5, v5 = k5.to(acc), v5.to(acc)
-    do5 = dout.reshape(B, Hkv, G, Lq, -1)
-    o5 = out.reshape(B, Hkv, G, Lq, -1)
+    do5 = dout.reshape(B, Hkv, G, Lq, dout.shape[-1])
+    o5 = out.reshape(B, Hkv, G, Lq, out.shape[-1])
     lse5 = lse.reshape(B, Hkv, G, Lq).to(acc)
     lse5 = torch.where(torch.isneginf(lse5), torch.zeros_like(lse5), lse5)
     dq = torch.empty(q5.shape, dtype=acc, device=q.device)
