@@ -100,6 +100,20 @@ def check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[
 # ----------------------------------------------------------------------------------------------
 # Forward
 
+def _rank() -> int:
+    d = torch.distributed
+    return d.get_rank() if d.is_available() and d.is_initialized() else 0
+
+
+def draw_sample_seed() -> int:
+    """The backward's sampling seed: from torch's default generator (reproducible under
+    torch.manual_seed), mixed with the distributed rank. Data-parallel ranks are often seeded
+    alike; without the rank they would draw the same masks, and averaging their gradients would
+    not average the SUS noise away."""
+    seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).item())
+    return (seed + _rank() * 0x9E3779B97F4A7C15) % _SEED_HIGH
+
+
 def _draw_seed(device: torch.device) -> Tensor:
     # From torch's default generator: reproducible under torch.manual_seed.
     return torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).to(device)
@@ -168,7 +182,7 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
                        out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
                        c: float, mask_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad."""
-    sample_seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).item())
+    sample_seed = draw_sample_seed()
     from .kernels import dispatch
     res = None
     if not mask_grad:

@@ -1,0 +1,100 @@
+"""Two CPU processes with the gloo backend: DDP over the SUS op."""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import sus_fx
+
+INF = float("inf")
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.qkv = torch.nn.Linear(16, 48)
+        self.out = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        y = sus_fx.sus_attention(q, k, v, is_causal=True, c=self.c)
+        return self.out(y.transpose(1, 2).reshape(B, L, 16)).mean()
+
+
+def _data(step):
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(4, 10, 16, generator=g)
+
+
+def _worker(rank, world, port, c, result_path, same_data):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)  # every rank seeded alike, as most training scripts do
+    model = torch.nn.parallel.DistributedDataParallel(Block(c))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    local_grads = []
+    for step in range(3):
+        x = _data(step)[:2] if same_data else _data(step)[rank * 2:(rank + 1) * 2]
+        opt.zero_grad()
+        with model.no_sync():
+            model(x).backward()
+        local_grads.append(model.module.qkv.weight.grad.clone())
+        opt.zero_grad()
+        model(x).backward()
+        opt.step()
+    if rank == 0:
+        torch.save({"params": [p.detach() for p in model.module.parameters()], "local": local_grads}, result_path)
+    else:
+        torch.save({"local": local_grads}, result_path + ".1")
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _single_process(c):
+    torch.manual_seed(0)
+    model = Block(c)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):
+        x = _data(step)
+        opt.zero_grad()
+        # DDP averages the two ranks' mean losses: the same as the mean over both halves
+        (0.5 * (model(x[:2]) + model(x[2:]))).backward()
+        opt.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def _run(tmp_path, c, same_data=False):
+    path = str(tmp_path / f"ddp_{c}.pt")
+    mp.spawn(_worker, args=(2, _free_port(), c, path, same_data), nprocs=2, join=True)
+    return torch.load(path), torch.load(path + ".1")
+
+
+def test_ddp_exact_mode_matches_single_process_and_ranks_draw_their_own_masks(tmp_path):
+    r0, _ = _run(tmp_path, INF)
+    for a, b in zip(r0["params"], _single_process(INF)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # With a finite c the two ranks, seeded alike and fed the same data, must still draw different
+    # masks: their step-0 local gradients can differ only through the masks.
+    r0, r1 = _run(tmp_path, 2.0, same_data=True)
+    assert all(torch.isfinite(g).all() for g in r0["local"] + r1["local"])
+    assert not torch.equal(r0["local"][0], r1["local"][0])
+
+
+def test_rank_changes_the_sampling_seed(monkeypatch):
+    torch.manual_seed(3)
+    a = sus_fx.ops.draw_sample_seed()
+    monkeypatch.setattr(sus_fx.ops, "_rank", lambda: 1)
+    torch.manual_seed(3)
+    b = sus_fx.ops.draw_sample_seed()
+    assert a != b and 0 <= b < 2 ** 62
