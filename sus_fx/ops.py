@@ -238,7 +238,7 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Te
         if attn_mask is not None and attn_mask.dim() == 3:
             attn_mask = attn_mask.unsqueeze(1)
     if scale is None:
-        scale = 1.0 / math.sqrt(query.shape[-1])
+        scale = query.shape[-1] ** -0.5  # a SymFloat under dynamic shapes: no specialization on E
     device_type = query.device.type
     if torch.is_autocast_enabled(device_type) and query.dtype in (torch.float32, torch.float64):
         # Under autocast SDPA runs in the autocast dtype; so do we (the op has no autocast kernel).

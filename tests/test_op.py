@@ -334,11 +334,12 @@ def test_op_survives_into_the_compiled_graph():
     seen = []
 
     def backend(gm, example_inputs):
+        from functorch.compile import make_boxed_func
         from torch._functorch.aot_autograd import aot_module_simplified
 
         def fw(g, inputs):
             seen.extend(str(n.target) for n in g.graph.nodes if n.op == "call_function")
-            return g.forward
+            return make_boxed_func(g.forward)
         return aot_module_simplified(gm, example_inputs, fw_compiler=fw, bw_compiler=fw)
 
     q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 2, 4, 4, 8))

@@ -93,3 +93,36 @@ def test_deterministic_algorithms_mode_is_honored_on_cpu():
         torch.use_deterministic_algorithms(prev)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+
+
+def test_activation_checkpointing_replays_the_same_dropout_mask():
+    """torch.utils.checkpoint recomputes the forward in the backward; the op draws its dropout
+    seed from torch's generator, which checkpoint restores, so gradients match no checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    lin = torch.nn.Linear(8, 24)
+    x = torch.randn(2, 2, 6, 8)
+
+    def block(x):
+        q, k, v = lin(x).chunk(3, -1)
+        return sus_fx.sus_attention(q, k, v, dropout_p=0.3, c=INF)
+
+    grads = []
+    for use_ckpt in (False, True):
+        lin.zero_grad()
+        torch.manual_seed(11)
+        y = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
+        y.pow(2).sum().backward()
+        grads.append(lin.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_dynamic_shapes_compile_once_for_varying_lengths():
+    from torch._dynamo.testing import CompileCounter
+
+    cnt = CompileCounter()
+    f = torch.compile(lambda q: sus_fx.sus_attention(q, q, q, is_causal=True, c=4.0).sum(), backend=cnt,
+                      dynamic=True, fullgraph=True)
+    for L in (5, 9, 13, 21):
+        f(torch.randn(2, 2, L, 16, requires_grad=True)).backward()
+    assert cnt.frame_count == 1
