@@ -8,9 +8,11 @@ Three registered ops:
     sus::attention_backward  the SUS estimator -> (dq, dk, dv, dmask).
 
 The forward saves q, k, v, mask, out and the per-row log-sum-exp, never the Lq x Lk weights.
-`seed` is the dropout seed, drawn in the forward so the backward regenerates the same mask.
-The backward draws its own sampling seed from torch's default generator each time it runs:
-fresh masks every backward, reproducible under torch.manual_seed.
+`seed` holds two seeds drawn in the forward from torch's default generator: the dropout seed
+(the backward regenerates the same mask) and the sampling seed of the backward. Drawing both in
+the forward makes a forward/backward pair reproducible under torch.manual_seed (and under
+opcheck's seeded forward) while every step still gets fresh masks. The backward mixes in the
+distributed rank and, for a second backward through the same graph (retain_graph), a call count.
 
 Both inner ops carry Tag.nondeterministic_seeded so that AOTAutograd's partitioner never
 recomputes them (a recomputed forward would draw a different dropout mask).
@@ -105,18 +107,16 @@ def _rank() -> int:
     return d.get_rank() if d.is_available() and d.is_initialized() else 0
 
 
-def draw_sample_seed() -> int:
-    """The backward's sampling seed: from torch's default generator (reproducible under
-    torch.manual_seed), mixed with the distributed rank. Data-parallel ranks are often seeded
-    alike; without the rank they would draw the same masks, and averaging their gradients would
-    not average the SUS noise away."""
-    seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).item())
-    return (seed + _rank() * 0x9E3779B97F4A7C15) % _SEED_HIGH
+def sample_seed_offset(backward_call: int = 0) -> int:
+    """Added to the forward's sampling seed. Data-parallel ranks are often seeded alike; without
+    the rank they would draw the same masks, and averaging their gradients would not average the
+    SUS noise away."""
+    return (_rank() * 0x9E3779B97F4A7C15 + backward_call * 0xBF58476D1CE4E5B9) % _SEED_HIGH
 
 
-def _draw_seed(device: torch.device) -> Tensor:
-    # From torch's default generator: reproducible under torch.manual_seed.
-    return torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64).to(device)
+def _draw_seeds(device: torch.device) -> Tensor:
+    # [dropout seed, sampling seed] from torch's default generator of the device.
+    return torch.randint(0, _SEED_HIGH, (2,), dtype=torch.int64, device=device)
 
 
 def _cpu_flash_forward(q, k, v, mask, is_causal, scale):
@@ -152,8 +152,8 @@ def _use_cpu_flash(q, k, v, dropout_p) -> bool:
 @torch.library.custom_op("sus::attention_forward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
 def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
                       is_causal: bool, scale: float, c: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Exact attention on canonical 4-D inputs. Returns (out, lse, dropout seed)."""
-    seed = _draw_seed(query.device) if dropout_p > 0 else torch.zeros(1, dtype=torch.int64, device=query.device)
+    """Exact attention on canonical 4-D inputs. Returns (out, lse, seeds [dropout, sampling])."""
+    seed = _draw_seeds(query.device)
     if _use_cpu_flash(query, key, value, dropout_p):
         out, lse = _cpu_flash_forward(query, key, value, attn_mask, is_causal, scale)
     else:
@@ -162,7 +162,7 @@ def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Opti
         if res is not None:
             out, lse = res
         else:
-            out, lse = reference.forward(query, key, value, attn_mask, is_causal, scale, dropout_p, int(seed.item()))
+            out, lse = reference.forward(query, key, value, attn_mask, is_causal, scale, dropout_p, int(seed[0]))
     return out.contiguous(), lse.contiguous(), seed
 
 
@@ -171,7 +171,7 @@ def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
     B, H, Lq, _ = query.shape
     out = query.new_empty((B, H, Lq, value.shape[-1]))
     lse = query.new_empty((B, H, Lq), dtype=reference.accumulation_dtype(query.dtype))
-    return out, lse, query.new_empty((1,), dtype=torch.int64)
+    return out, lse, query.new_empty((2,), dtype=torch.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,9 +180,10 @@ def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
 @torch.library.custom_op("sus::attention_backward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
 def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor],
                        out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
-                       c: float, mask_grad: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad."""
-    sample_seed = draw_sample_seed()
+                       c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
+    The sampling seed is seed[1] + seed_offset (see sample_seed_offset)."""
+    sample_seed = (int(seed[1]) + seed_offset) % _SEED_HIGH
     from .kernels import dispatch
     res = None
     if not mask_grad:
@@ -191,7 +192,7 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
     if res is None:
         dq, dk, dv, dmask = reference.backward(
             grad_out, query, key, value, out, lse, attn_mask, is_causal, scale, c, sample_seed,
-            dropout_p, int(seed.item()) if dropout_p > 0 else 0, mask_grad=mask_grad)
+            dropout_p, int(seed[0]), mask_grad=mask_grad)
     else:
         (dq, dk, dv), dmask = res, None
     if dmask is None:
@@ -200,7 +201,8 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
 
 
 @attention_backward.register_fake
-def _(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, mask_grad):
+def _(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, mask_grad,
+      seed_offset=0):
     dmask = attn_mask.new_empty(attn_mask.shape) if (mask_grad and attn_mask is not None) else query.new_empty((0,))
     return (query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape), dmask)
 
@@ -211,14 +213,17 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(query, key, value, attn_mask, out, lse, seed)
     ctx.args = (dropout_p, is_causal, scale, c)
     ctx.mask_grad = attn_mask is not None and attn_mask.requires_grad
+    ctx.backward_calls = 0
 
 
 def _backward(ctx, grad_out, grad_lse, grad_seed):
     query, key, value, attn_mask, out, lse, seed = ctx.saved_tensors
     dropout_p, is_causal, scale, c = ctx.args
+    offset = sample_seed_offset(ctx.backward_calls)
+    ctx.backward_calls += 1
     dq, dk, dv, dmask = torch.ops.sus.attention_backward(
         grad_out.contiguous(), query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
-        ctx.mask_grad)
+        ctx.mask_grad, offset)
     return dq, dk, dv, (dmask if ctx.mask_grad else None), None, None, None, None
 
 
