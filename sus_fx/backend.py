@@ -1,0 +1,253 @@
+"""The `sus` torch.compile backend.
+
+    torch.compile(model, backend="sus")                          # entry point; no import needed
+    torch.compile(model, backend="sus", options={"c": 16})
+    torch.compile(model, backend="sus", options={"policy": "policy.toml", "report": True})
+    torch.compile(model, backend=sus_fx.make_backend(c=16, policy="policy.toml", strict=True))
+
+Options (``options={...}`` or `make_backend` arguments):
+    c        number > 0 or "exact": SUS parameter for sites no policy rule matches
+    policy   path of a TOML policy file (see sus_fx.policy), a Policy, or False for none;
+             default: the file named by $SUS_FX_POLICY, if set
+    report   True: log the report of each compiled graph (logger "sus_fx", shown on stderr when
+             logging is not configured); or a callable that receives each Report
+    strict   True: a failure of the passes raises instead of falling back to plain Inductor
+    any other key: a torch._inductor.config setting, as with backend="inductor"
+``mode=`` ("reduce-overhead", "max-autotune", ...) maps to Inductor's settings for that mode.
+Precedence of c: first matching policy rule > option c > the policy file's `c` > 32.
+
+Pipeline, per Dynamo graph:
+    1. passes.rewrite_attention(gm, policy.choose): each matched attention subgraph becomes
+       torch.ops.sus.attention (a pristine copy of the graph is kept first);
+    2. torch._inductor.compile_fx.compile_fx(gm, example_inputs, config_patches=...).
+If step 1 raises, a SusFallbackWarning says why and the untouched copy is compiled instead
+(strict=True re-raises). If Inductor fails on a rewritten graph, the same fallback applies.
+
+Inductor's own fused-attention rewrites (torch/_inductor/fx_passes/fuse_attention.py, the
+`_sfdp_pattern_*` replacements to SDPA) are turned off inside our compile, because the passes
+own attention and those patterns are unsound (pytorch issue 196468: a softmax over a non-last dim
+is rewritten as if it were over the last one; reproduced on torch 2.13 CPU and 2.11 CPU/CUDA). They are registered in the joint-
+graph pattern pass, which runs for training (joint graph) and inference alike and is gated by
+the Inductor setting `use_joint_graph_passes`; torch has no switch for the attention patterns
+alone. We pass ``use_joint_graph_passes=False`` through compile_fx's `config_patches`, which
+scopes it to this compile (forward and the lazily compiled backward) without touching the
+global config. The setting exists with the same meaning in torch 2.11 and 2.13 (checked in
+both sources; tests/test_backend.py passes on both). What else it
+turns off (all performance-only): joint-graph pattern rewrites (pad_mm, pointless view/convert
+removal, ...), constant folding of uniform values, and Inductor's in-kernel RNG for dropout
+outside attention (dropout there falls back to eager random ops). Pre-grad and post-grad
+pattern passes keep running. As a guard, a compile in which Inductor still reports an
+attention fusion raises a warning.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+
+from .inspection import Report, SusFallbackWarning, rewrite_graph
+from .policy import Policy, PolicyLike, parse_c
+
+__all__ = ["sus_backend", "make_backend", "SusBackend", "SusFallbackWarning", "INDUCTOR_PATCHES"]
+
+log = logging.getLogger("sus_fx")
+
+SUS_OPTIONS = ("c", "policy", "report", "strict")
+
+# Inductor settings the sus backend always applies within its own compile (see the module doc).
+INDUCTOR_PATCHES: Dict[str, Any] = {"use_joint_graph_passes": False}
+
+ReportTarget = Union[bool, Callable[[Report], Any]]
+
+
+def _inductor_config_names() -> Dict[str, Any]:
+    from torch._inductor import config
+    return config.get_config_copy()
+
+
+def _mode_patches(mode: Optional[str]) -> Dict[str, Any]:
+    if not mode or mode == "default":
+        return {}
+    from torch._inductor import list_mode_options
+    try:
+        return dict(list_mode_options(mode))
+    except RuntimeError as e:
+        raise ValueError(f"sus backend: {e}") from None
+
+
+class _Settings:
+    """c / policy / report / strict plus Inductor config patches."""
+
+    def __init__(self, c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
+                 inductor: Optional[Dict[str, Any]] = None):
+        self.c = c
+        self.policy = policy
+        self.report = report
+        self.strict = strict
+        self.inductor: Dict[str, Any] = dict(inductor or {})
+
+    def copy(self) -> "_Settings":
+        return _Settings(self.c, self.policy, self.report, self.strict, self.inductor)
+
+    def apply(self, mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> "_Settings":
+        """A copy updated with torch.compile's mode= and options=."""
+        new = self.copy()
+        new.inductor.update(_mode_patches(mode))
+        if options is None:
+            return new
+        if not isinstance(options, dict):
+            raise TypeError(f"sus backend: options must be a dict, got {type(options).__name__}")
+        known = None
+        for key, value in options.items():
+            if key == "c":
+                new.c = None if value is None else parse_c(value, "sus backend: option 'c'")
+            elif key == "policy":
+                new.policy = value
+            elif key == "report":
+                if not (isinstance(value, bool) or callable(value)):
+                    raise ValueError(f"sus backend: option 'report' must be True/False or a callable, got {value!r}")
+                new.report = value
+            elif key == "strict":
+                if not isinstance(value, bool):
+                    raise ValueError(f"sus backend: option 'strict' must be True or False, got {value!r}")
+                new.strict = value
+            else:
+                known = known if known is not None else _inductor_config_names()
+                name = key.replace("-", "_")
+                if name not in known:
+                    raise ValueError(
+                        f"sus backend: unknown option {key!r}. sus options: {', '.join(SUS_OPTIONS)}; any other "
+                        "key must be a torch._inductor.config setting (see torch._inductor.list_options())")
+                new.inductor[name] = value
+        return new
+
+    def inductor_patches(self) -> Dict[str, Any]:
+        patches = dict(self.inductor)
+        for key, value in INDUCTOR_PATCHES.items():
+            if key in patches and patches[key] != value:
+                warnings.warn(f"sus backend: ignoring Inductor setting {key}={patches[key]!r}: the sus backend sets "
+                              f"{key}={value!r} so that Inductor's own attention patterns cannot fire "
+                              "(pytorch issue 196468)", stacklevel=3)
+            patches[key] = value
+        return patches
+
+
+def _ensure_visible() -> None:
+    """report=True must reach the user even when logging is not configured."""
+    if not log.isEnabledFor(logging.INFO):
+        log.setLevel(logging.INFO)
+    if not log.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+
+
+def _emit(report: Report, target: ReportTarget, gm: torch.fx.GraphModule) -> None:
+    if callable(target) and not isinstance(target, bool):
+        target(report)
+        return
+    _ensure_visible()
+    cid = getattr(gm, "meta", {}).get("dynamo_compile_id")
+    head = f"sus-fx report, graph {report.graphs[0].index}" + (f" (compile id {cid})" if cid is not None else "")
+    log.info("%s\n%s", head, report)
+
+
+def _fusion_count() -> int:
+    try:
+        from torch._dynamo.utils import counters
+        return int(counters["inductor"]["fuse_attention"])
+    except Exception:  # pragma: no cover - counters are an internal detail
+        return 0
+
+
+def _compile_fx(gm, example_inputs, patches):
+    from torch._inductor.compile_fx import compile_fx
+    before = _fusion_count()
+    compiled = compile_fx(gm, example_inputs, config_patches=patches)
+    if _fusion_count() > before:
+        warnings.warn("sus backend: Inductor reports a fused-attention rewrite in a graph compiled by the sus "
+                      "backend although its joint-graph patterns are off; this torch version may have moved "
+                      "them (see pytorch issue 196468). Check the results against eager.", stacklevel=3)
+    return compiled
+
+
+class SusBackend:
+    """A torch.compile backend callable: `torch.compile(model, backend=SusBackend(...))`.
+
+    Built by `sus_fx.make_backend`. `reports` collects the Report of every graph it compiled
+    (when keep_reports is True)."""
+
+    def __init__(self, c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
+                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None, keep_reports: bool = True):
+        settings = _Settings(None if c is None else parse_c(c, "sus backend: c"), policy, False, False)
+        settings = settings.apply(mode, {"report": report, "strict": strict, **(options or {})})
+        if isinstance(settings.policy, (str, os.PathLike)) and settings.policy != "":
+            # read and validate the file now: a bad policy fails here, not mid-compile
+            settings.policy = Policy.resolve(settings.policy)
+        self._settings = settings
+        self.keep_reports = keep_reports
+        self.reports: List[Report] = []
+        self._graphs = 0
+        self.__name__ = "sus"
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs, **kwargs):
+        mode = kwargs.pop("mode", None)
+        options = kwargs.pop("options", None)
+        if kwargs:
+            warnings.warn(f"sus backend: ignoring unexpected arguments {sorted(kwargs)}", stacklevel=2)
+        settings = self._settings.apply(mode, options)
+        policy = Policy.resolve(settings.policy, settings.c)  # fresh per graph: its own hit counts
+        index = self._graphs
+        self._graphs += 1
+
+        gm, record, backup = rewrite_graph(gm, policy, strict=settings.strict, index=index)
+        report = Report([record], policy)
+        if self.keep_reports:
+            self.reports.append(report)
+        if settings.report:
+            _emit(report, settings.report, gm)
+
+        patches = settings.inductor_patches()
+        if record.error is not None or not record.sites or backup is None:
+            return _compile_fx(gm, example_inputs, patches)
+        try:
+            return _compile_fx(gm, example_inputs, patches)
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            warnings.warn(f"sus-fx: Inductor failed on graph {index} after the attention rewrite ({why}); "
+                          "compiling the original graph with plain Inductor, without SUS. "
+                          "Pass options={'strict': True} to make this an error.", SusFallbackWarning, stacklevel=2)
+            record.error = f"Inductor failed on the rewritten graph: {why}"
+            return _compile_fx(backup, example_inputs, patches)
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"SusBackend(c={s.c}, policy={s.policy!r}, report={s.report!r}, strict={s.strict})"
+
+
+def make_backend(c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
+                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> SusBackend:
+    """A `sus` backend with its own settings:
+
+        torch.compile(model, backend=sus_fx.make_backend(c=16, policy="policy.toml", report=True))
+
+    c: default SUS parameter (number > 0, "exact" or inf); policy rules take precedence.
+    policy: policy file path or Policy (validated now); None uses $SUS_FX_POLICY; False: none.
+    report: True logs each graph's report; a callable receives each Report.
+    strict: re-raise a failure of the passes instead of compiling that graph without SUS.
+    mode / options: Inductor mode and config settings, as for backend="inductor".
+    The returned object keeps each graph's Report in `.reports`.
+    """
+    return SusBackend(c=c, policy=policy, report=report, strict=strict, mode=mode, options=options)
+
+
+_default = SusBackend(keep_reports=False)
+
+
+def sus_backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
+    """The registered `sus` backend (entry point group torch_dynamo_backends)."""
+    return _default(gm, example_inputs, **kwargs)
