@@ -1,0 +1,96 @@
+"""The driver: find every attention site in a Dynamo FX graph and rewrite it to torch.ops.sus.attention.
+
+    result = rewrite_attention(gm, choose_c)
+
+Families, each a module with is_anchor(node) / what(node) / match(node):
+
+    sdpa            F.scaled_dot_product_attention calls
+    mha             F.multi_head_attention_forward calls (nn.MultiheadAttention, nn.Transformer*)
+    matmul_softmax  explicit softmax(q k^T ...) @ v, anchored on the softmax
+
+match() returns a plan, None (the node is no attention candidate at all: a softmax that is not
+part of q k^T / @ v), or raises NoMatch(reason): then the candidate is left exactly as it was and
+a Skip records why. Any other exception while matching (a bug) also becomes a Skip ("internal
+matcher error"): matching never mutates the graph, so leaving that site alone is safe. Matching only reads the graph; plan.apply() mutates it, once choose_c has
+given the site's c. choose_c(path) -> (c, rule label or None); its exceptions propagate.
+
+gm is mutated in place (graph.lint(); gm.recompile() when anything changed). A bug in a matcher
+could raise out of here with the graph partly rewritten: callers that want to fall back to the
+original graph should pass a copy (copy.deepcopy(gm)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch.fx
+
+from . import matmul_softmax, mha, sdpa
+from .matcher import NoMatch, module_path
+
+FAMILIES = (sdpa, mha, matmul_softmax)
+
+
+@dataclass
+class Site:
+    path: str
+    form: str
+    q_shape: Optional[tuple]
+    k_shape: Optional[tuple]
+    v_shape: Optional[tuple]
+    mask_kind: str
+    causal: bool
+    gqa: int
+    dropout: Union[float, str]
+    c: float
+    rule: Optional[str]
+
+
+@dataclass
+class Skip:
+    path: str
+    what: str
+    reason: str
+
+
+@dataclass
+class RewriteResult:
+    sites: List[Site] = field(default_factory=list)
+    skipped: List[Skip] = field(default_factory=list)
+
+
+def rewrite_attention(gm: torch.fx.GraphModule,
+                      choose_c: Callable[[str], Tuple[float, Optional[str]]]) -> RewriteResult:
+    graph = gm.graph
+    result = RewriteResult()
+    changed = False
+    for node in list(graph.nodes):
+        if getattr(node, "_erased", False):
+            continue
+        for family in FAMILIES:
+            if not family.is_anchor(node):
+                continue
+            try:
+                plan = family.match(node)
+            except NoMatch as e:
+                result.skipped.append(Skip(module_path([node]), family.what(node), str(e)))
+                break
+            except Exception as e:  # a matcher bug: matching only reads, so leaving the site alone is safe
+                result.skipped.append(Skip(module_path([node]), family.what(node),
+                                           f"internal matcher error ({type(e).__name__}: {e})"))
+                break
+            if plan is None:
+                break
+            c, rule = choose_c(plan.path)
+            q_shape, k_shape, v_shape = plan.shapes()
+            plan.apply(graph, c)
+            changed = True
+            result.sites.append(Site(
+                path=plan.path, form=plan.form, q_shape=q_shape, k_shape=k_shape, v_shape=v_shape,
+                mask_kind=plan.mask_kind, causal=bool(plan.is_causal), gqa=int(plan.gqa),
+                dropout=plan.dropout_report, c=float(c), rule=rule))
+            break
+    if changed:
+        graph.lint()
+        gm.recompile()
+    return result
