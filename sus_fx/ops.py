@@ -91,7 +91,9 @@ def check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[
         if not ok:
             raise ValueError(f"sus attention: attn_mask of shape {_shape(attn_mask)} does not broadcast to "
                              f"[{', '.join(str(s) for s in target)}] ({shapes})")
-    if not isinstance(dropout_p, (int, float)) or not (0.0 <= float(dropout_p) < 1.0):
+    if isinstance(dropout_p, torch.SymFloat):
+        pass  # symbolic under dynamic shapes (e.g. read with .item()); checked when it is concrete
+    elif not isinstance(dropout_p, (int, float)) or not (0.0 <= float(dropout_p) < 1.0):
         raise ValueError(f"sus attention: dropout_p must be in [0, 1), got {dropout_p!r}")
     if scale is not None and not isinstance(scale, torch.SymFloat) and not math.isfinite(float(scale)):
         raise ValueError(f"sus attention: scale must be finite, got {scale!r}")
@@ -133,7 +135,9 @@ def _cpu_flash_forward(q, k, v, mask, is_causal, scale):
         if mask.dtype == torch.bool:
             float_mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
         else:
-            float_mask = mask.to(q.dtype)
+            # A large finite fill (finfo(float32).min, -1e9) must stay finite in fp16/bf16, as it
+            # does in eager code that builds the mask in q's dtype: fully masked rows stay uniform.
+            float_mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         if is_causal:
             Lq, Lk = q.shape[2], k.shape[2]
             causal = torch.ones(Lq, Lk, dtype=torch.bool).tril_()
@@ -183,13 +187,14 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
                        c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
     The sampling seed is seed[1] + seed_offset (see sample_seed_offset)."""
-    sample_seed = (int(seed[1]) + seed_offset) % _SEED_HIGH
     from .kernels import dispatch
     res = None
     if not mask_grad:
+        # The kernels read seed[1] on the device and add the offset there: no device->host sync.
         res = dispatch.backward(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal,
-                                scale, c, sample_seed)
+                                scale, c, (seed, 1, seed_offset))
     if res is None:
+        sample_seed = (int(seed[1]) + seed_offset) % _SEED_HIGH
         dq, dk, dv, dmask = reference.backward(
             grad_out, query, key, value, out, lse, attn_mask, is_causal, scale, c, sample_seed,
             dropout_p, int(seed[0]), mask_grad=mask_grad)
@@ -249,7 +254,9 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Te
         # Under autocast SDPA runs in the autocast dtype; so do we (the op has no autocast kernel).
         low = torch.get_autocast_dtype(device_type)
         query, key, value = query.to(low), key.to(low), value.to(low)
-    out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
+    if not isinstance(dropout_p, torch.SymFloat):
+        dropout_p = float(dropout_p)
+    out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, dropout_p, bool(is_causal),
                                                 scale, float(c))
     return out.squeeze(1) if three_d else out
 
