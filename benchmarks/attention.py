@@ -1,0 +1,287 @@
+"""SUS attention against SDPA (cuDNN, flash, efficient) and FlexAttention on one GPU.
+
+    python3 benchmarks/attention.py --out DIR [--n 1024,2048,...] [--d 64,128] [--causal 1,0]
+                                    [--c 8,16,32,64] [--flex-n 4096,16384] [--tune]
+
+bf16, B=1; H=32 for head dim 64, H=16 for head dim 128. For each case: forward, backward (on a
+retained graph), forward+backward (median ms of triton.testing.do_bench) and the peak memory of one
+forward+backward above the inputs. Writes DIR/attention.json, DIR/attention.md and
+DIR/attention.png (log-log time against n), prints the table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import sus_fx  # noqa: E402
+from sus_fx.kernels import dispatch, sus_bwd  # noqa: E402
+
+BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def bench(fn, grad_to_none=None, budget_ms=150):
+    return triton.testing.do_bench(fn, warmup=25, rep=budget_ms, grad_to_none=grad_to_none, return_mode="median")
+
+
+def measure(make_out, q, k, v, do):
+    """fwd, bwd, fwd+bwd ms and peak MB for a callable (q, k, v) -> out."""
+    ins = [q, k, v]
+    with torch.no_grad():
+        fwd = bench(lambda: make_out(q, k, v))
+    out = make_out(q, k, v)
+    bwd = bench(lambda: out.backward(do, retain_graph=True), grad_to_none=ins)
+    del out
+
+    def fb():
+        make_out(q, k, v).backward(do)
+
+    fwdbwd = bench(fb, grad_to_none=ins)
+    for t in ins:
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fb()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    for t in ins:
+        t.grad = None
+    return dict(fwd=fwd, bwd=bwd, fwdbwd=fwdbwd, peak_mb=peak)
+
+
+def sdpa_fn(backend, causal):
+    def f(q, k, v):
+        with sdpa_kernel(BACKENDS[backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return f
+
+
+def sus_fn(c, causal):
+    return lambda q, k, v: sus_fx.sus_attention(q, k, v, is_causal=causal, c=c)
+
+
+_flex_cache = {}
+
+
+def flex_fn(causal, n, device):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    if "fa" not in _flex_cache:
+        _flex_cache["fa"] = torch.compile(flex_attention)
+    fa = _flex_cache["fa"]
+    bm = None
+    if causal:
+        bm = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None, n, n, device=device)
+    return lambda q, k, v: fa(q, k, v, block_mask=bm)
+
+
+def union_stats(q, k, v, do, causal, c):
+    s = 1 / math.sqrt(q.shape[-1])
+    o, lse = dispatch.forward(q, k, v, None, causal, s, 0.0)
+    sus_bwd._OVERRIDE["debug"] = "union_only"
+    try:
+        sus_bwd.sus_backward(do, q, k, v, None, o, lse, causal, s, c, 1)
+        cnt = sus_bwd._DEBUG["cnt"].float()
+        U = sus_bwd._DEBUG["U_cap"]
+        ua = bench(lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, causal, s, c, 1))
+    finally:
+        del sus_bwd._OVERRIDE["debug"]
+    full = bench(lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, causal, s, c, 1))
+    return dict(union_mean_over_c=float(cnt.mean()) / c, union_max=float(cnt.max()), U_cap=U,
+                overflow_frac=float((cnt > U).float().mean()), phase_a_ms=ua, phase_ab_ms=full,
+                phase_b_ms=full - ua)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--n", default="1024,2048,4096,8192,16384,32768,65536")
+    ap.add_argument("--d", default="128,64")
+    ap.add_argument("--causal", default="1,0")
+    ap.add_argument("--c", default="8,16,32,64")
+    ap.add_argument("--backends", default="cudnn,flash,efficient")
+    ap.add_argument("--flex-n", default="")
+    ap.add_argument("--max-dense-n", type=int, default=65536, help="largest n for flash/efficient")
+    ap.add_argument("--noncausal-max-n", type=int, default=65536)
+    ap.add_argument("--tune", default="", help="semicolon-separated config overrides k=v,k=v to time (c=32)")
+    ap.add_argument("--stats", action="store_true")
+    ap.add_argument("--pick", default="", help="semicolon-separated configs; per head dim, the fastest SUS "
+                    "backward at n=16384 causal c=32 is used for the whole run")
+    args = ap.parse_args()
+    dev = "cuda"
+    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                cuda=torch.version.cuda, dtype="bfloat16", B=1, time=time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                                                       time.gmtime()))
+    print(meta, flush=True)
+    rows = []
+    picked = {}
+    if args.pick:
+        for D in [int(x) for x in args.d.split(",")]:
+            picked[D] = pick(args.pick, D, rows)
+        meta["configs"] = {str(k): v for k, v in picked.items()}
+        print("picked", picked, flush=True)
+    ns = [int(x) for x in args.n.split(",") if x]
+    flex_ns = {int(x) for x in args.flex_n.split(",") if x}
+    for D in [int(x) for x in args.d.split(",")]:
+        H = 16 if D == 128 else 32
+        sus_bwd._OVERRIDE.clear()
+        sus_bwd._OVERRIDE.update(picked.get(D, {}))
+        for causal in [bool(int(x)) for x in args.causal.split(",")]:
+            for n in ns:
+                if not causal and n > args.noncausal_max_n:
+                    continue
+                g = torch.Generator(device=dev).manual_seed(n)
+                q, k, v, do = (torch.randn(1, H, n, D, device=dev, generator=g, dtype=torch.bfloat16) for _ in range(4))
+                for t in (q, k, v):
+                    t.requires_grad_()
+                case = dict(n=n, D=D, H=H, causal=causal)
+                methods = [(b, sdpa_fn(b, causal)) for b in args.backends.split(",") if b
+                           and (b == "cudnn" or n <= args.max_dense_n)]
+                if n in flex_ns:
+                    methods.append(("flex", flex_fn(causal, n, dev)))
+                methods += [(f"sus c={c:g}", sus_fn(float(c), causal)) for c in map(float, args.c.split(","))]
+                for name, fn in methods:
+                    try:
+                        r = measure(fn, q, k, v, do)
+                    except Exception as e:  # a backend that refuses a shape
+                        print(f"  {name} n={n} D={D} causal={causal}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                        continue
+                    row = dict(case, method=name, **r)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                if args.stats:
+                    for c in map(float, args.c.split(",")):
+                        st = union_stats(q.detach(), k.detach(), v.detach(), do, causal, c)
+                        print(json.dumps(dict(case, c=c, **st)), flush=True)
+                        rows.append(dict(case, method=f"stats c={c:g}", **st))
+                if args.tune:
+                    s = 1 / math.sqrt(D)
+                    o, lse = dispatch.forward(q.detach(), k.detach(), v.detach(), None, causal, s, 0.0)
+                    for spec in args.tune.split(";"):
+                        ov = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",") if kv}
+                        sus_bwd._OVERRIDE.clear()
+                        sus_bwd._OVERRIDE.update(ov)
+                        try:
+                            for c in map(float, args.c.split(",")):
+                                fb = lambda: sus_bwd.sus_backward(do, q.detach(), k.detach(), v.detach(), None, o, lse,
+                                                                  causal, s, c, 1)
+                                t_ab = bench(fb)
+                                sus_bwd._OVERRIDE["debug"] = "union_only"
+                                t_a = bench(fb)
+                                del sus_bwd._OVERRIDE["debug"]
+                                row = dict(case, method=f"tune {spec} c={c:g}", bwd=t_ab, phase_a=t_a, phase_b=t_ab - t_a)
+                                rows.append(row)
+                                print(json.dumps(row), flush=True)
+                        except Exception as e:
+                            print(f"  tune {spec}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                        finally:
+                            sus_bwd._OVERRIDE.clear()
+                            sus_bwd._OVERRIDE.update(picked.get(D, {}))
+                del q, k, v, do
+                torch.cuda.empty_cache()
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "attention.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    table = make_table(rows, meta)
+    with open(os.path.join(args.out, "attention.md"), "w") as f:
+        f.write(table)
+    try:
+        plot(rows, os.path.join(args.out, "attention.png"), meta)
+    except Exception as e:
+        print("plot failed:", e)
+    print(table)
+
+
+def pick(specs, D, rows, n=16384):
+    H = 16 if D == 128 else 32
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (torch.randn(1, H, n, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(4))
+    s = 1 / math.sqrt(D)
+    o, lse = dispatch.forward(q, k, v, None, True, s, 0.0)
+    best = None
+    for spec in specs.split(";"):
+        ov = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in spec.split(",") if kv}
+        sus_bwd._OVERRIDE.clear()
+        sus_bwd._OVERRIDE.update(ov)
+        try:
+            fb = lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, True, s, 32.0, 1)
+            t_ab = bench(fb)
+            sus_bwd._OVERRIDE["debug"] = "union_only"
+            t_a = bench(fb)
+        except Exception as e:
+            print(f"  pick {spec}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        finally:
+            sus_bwd._OVERRIDE.clear()
+        row = dict(n=n, D=D, H=H, causal=True, method=f"tune {spec} c=32", bwd=t_ab, phase_a=t_a, phase_b=t_ab - t_a)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if best is None or t_ab < best[0]:
+            best = (t_ab, ov)
+    del q, k, v, do, o, lse
+    torch.cuda.empty_cache()
+    return best[1] if best else {}
+
+
+def make_table(rows, meta):
+    out = [f"{meta['card']}, torch {meta['torch']}, triton {meta['triton']}, bf16, B=1, median ms (do_bench)\n"]
+    out.append("| D | H | causal | n | method | fwd | bwd | fwd+bwd | peak MB | f+b speedup vs best SDPA | bwd vs cuDNN bwd | bwd/fwd |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    cases = sorted({(r["D"], r["H"], r["causal"], r["n"]) for r in rows}, key=lambda t: (-t[0], not t[2], t[3]))
+    for D, H, causal, n in cases:
+        rs = [r for r in rows if (r["D"], r["H"], r["causal"], r["n"]) == (D, H, causal, n) and "fwdbwd" in r]
+        dense = [r for r in rs if not r["method"].startswith("sus")]
+        best = min((r["fwdbwd"] for r in dense if r["method"] in BACKENDS), default=float("nan"))
+        cud = next((r["bwd"] for r in rs if r["method"] == "cudnn"), float("nan"))
+        for r in rs:
+            out.append(f"| {D} | {H} | {int(causal)} | {n} | {r['method']} | {r['fwd']:.3f} | {r['bwd']:.3f} | "
+                       f"{r['fwdbwd']:.3f} | {r['peak_mb']:.0f} | {best / r['fwdbwd']:.2f}x | {cud / r['bwd']:.2f}x | "
+                       f"{r['bwd'] / r['fwd']:.2f} |")
+    st = [r for r in rows if r["method"].startswith("stats") or r["method"].startswith("tune")]
+    if st:
+        out.append("")
+        out.append("| D | causal | n | what | numbers |")
+        out.append("|---|---|---|---|---|")
+        for r in st:
+            nums = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                             if k not in ("n", "D", "H", "causal", "method"))
+            out.append(f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | {nums} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows, path, meta):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    combos = sorted({(r["D"], r["causal"]) for r in rows if "fwdbwd" in r}, key=lambda t: (-t[0], not t[1]))
+    fig, axes = plt.subplots(1, max(1, len(combos)), figsize=(6 * max(1, len(combos)), 5), squeeze=False)
+    for ax, (D, causal) in zip(axes[0], combos):
+        rs = [r for r in rows if r["D"] == D and r["causal"] == causal and "fwdbwd" in r]
+        for m in sorted({r["method"] for r in rs}):
+            pts = sorted((r["n"], r["fwdbwd"]) for r in rs if r["method"] == m)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ls="-" if m.startswith("sus") else "--",
+                    label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("n (tokens)")
+        ax.set_ylabel("forward+backward ms")
+        ax.set_title(f"D={D}, H={16 if D == 128 else 32}, {'causal' if causal else 'full'}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{meta['card']}, torch {meta['torch']}, triton {meta['triton']}, bf16, B=1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,462 @@
+"""Triton kernels for the SUS attention backward (CUDA; also run under TRITON_INTERPRET=1 in CI).
+
+Two launches per backward (see notes/KERNELS.md for the reasoning and the measurements):
+
+(a) `_union_kernel`, grid (query blocks, B*H). For one block of BM query rows it recomputes
+    S = Q K^T tile by tile (causal tiles above the diagonal skipped, masks applied) and finds the
+    *union* of the columns that any row of the block can keep. The random numbers are one
+    uniform per (block, column): u_j = frac(R_t + (j mod BN) * alpha) on the 2^-23 grid, with
+    R_t one Philox draw per (seed, b*h, block, key tile t) and alpha ~ golden ratio (a randomly
+    shifted lattice). Entry (i, j) is kept iff u_j < c W_ij, so the keep probability of every
+    entry is exactly q'_ij = min(1, ceil(c W_ij 2^23) / 2^23), whatever the correlations.
+    Since exp is monotone, "some row keeps j" is u_j < exp2(max_i x_ij) with x the log2 of c W:
+    phase (a) needs one max over the rows per column and no per-entry exp. It writes only the
+    column indices of the union (capacity U_cap per block) and the union size.
+(b) `_sparse_bwd_kernel`, grid (query blocks, B*H). For each chunk of UB union columns it
+    gathers K_j, V_j, recomputes S (tensor cores), re-makes the keep decision itself from the
+    same u_j, weights kept entries by W / q' (computed from the same fp32 numbers as the
+    decision, so exactly unbiased), and runs a dense mini-backward on the [BM, UB] chunk:
+    dP = dO V^T, dS = W~ (dP - D), dQ += dS K, dK_j += dS^T Q, dV_j += W~^T dO (fp32 atomics,
+    or per-slot partials reduced by index_add_ in deterministic mode).
+    Phase (a)'s threshold is raised by a margin that bounds the fp32 rounding difference
+    between the two recomputations of S, so a column that phase (b) would keep is always in
+    the union. A block whose union overflows U_cap falls back, inside the kernel, to all its
+    columns (the decisions are unchanged, only slower): nothing is ever dropped.
+c = inf (exact) skips phase (a): every block takes the all-columns path with W~ = W.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+A23 = 5184561  # odd, ~ 0.618 * 2^23: the lattice step on the 2^-23 grid
+GRID23 = 8388608.0
+
+
+def _patch_interpreter_index() -> None:
+    """Triton 3.6's interpreter converts loop bounds with int(array of shape (1,)), which numpy >= 2.4
+    rejects ("only 0-dimensional arrays can be converted"). Make __index__ take the single element."""
+    try:
+        from triton.runtime import interpreter as _it
+    except Exception:  # pragma: no cover
+        return
+    if getattr(_it, "_sus_fx_patched", False):
+        return
+    orig = _it._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    _it._patch_lang_tensor = patched
+    _it._sus_fx_patched = True
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _patch_interpreter_index()
+
+
+@triton.jit
+def _lattice_u(seed, bh, rb, t, jl):
+    """Uniform on {k 2^-23}: frac(R(seed, bh, rb, t) + jl * alpha). t, jl: int32 tensors."""
+    z = jl * 0
+    r, _r1, _r2, _r3 = tl.philox(seed, t + z, rb + z, bh + z, z)
+    u = (r + jl.to(tl.uint32) * 5184561) & 0x7FFFFF
+    return u.to(tl.int32).to(tl.float32) * (1.0 / 8388608.0)
+
+
+@triton.jit
+def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
+    """_lattice_u for the BN columns of tile t with one (scalar) Philox draw: bitwise the same values."""
+    z = tl.zeros([1], dtype=tl.int32)
+    r, _r1, _r2, _r3 = tl.philox(seed, t + z, rb + z, bh + z, z)
+    jl = tl.arange(0, BN)
+    u = (r + jl.to(tl.uint32) * 5184561) & 0x7FFFFF
+    return u.to(tl.int32).to(tl.float32) * (1.0 / 8388608.0)
+
+
+@triton.jit
+def _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask, dofs, dmask,
+                skn, skd, smm, smn, hi, U_cap, a, gamma,
+                MASKED: tl.constexpr, HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
+                BN: tl.constexpr, IEEE: tl.constexpr):
+    """One key tile: S^T = K Q^T (keys on the MMA's M axis, so the max over the block's rows is a
+    per-thread/quad reduction), union decisions for its BN columns, compacted store."""
+    cols = t * BN + tl.arange(0, BN)
+    cmask = cols < hi
+    if MASKED:
+        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                    mask=cmask[:, None] & dmask[None, :], other=0.0)
+    else:
+        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                    mask=dmask[None, :], other=0.0)
+    if IEEE:
+        st = tl.dot(k, tl.trans(q), input_precision="ieee")
+    else:
+        st = tl.dot(k, tl.trans(q))
+    x = st * a - lse2[None, :]
+    if MASKED:
+        valid = cmask[:, None] & rmask[None, :]
+        if CAUSAL:
+            valid = valid & (cols[:, None] <= rows[None, :])
+        if HAS_MASK:
+            mv = tl.load(mbase + rows[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
+                         mask=valid, other=0)
+            if MASK_BOOL:
+                valid = valid & (mv != 0)
+            else:
+                x = x + mv.to(tl.float32) * 1.4426950408889634
+        x = tl.where(valid, x, float("-inf"))
+    m = tl.max(x, axis=1)
+    # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
+    k1 = tl.load(k1base + cols, mask=cmask, other=0.0)
+    delta = a * gamma * qinf * k1 + 0.0009765625
+    u = _lattice_u_tile(seed, bh, rb, t, BN)
+    keepc = (u < tl.exp2(m + delta)) & cmask
+    ki = keepc.to(tl.int32)
+    pos = cnt + tl.cumsum(ki, 0) - 1
+    tl.store(out_base + pos, cols, mask=keepc & (pos < U_cap))
+    return cnt + tl.sum(ki, 0)
+
+
+@triton.jit
+def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
+                  sqb, sqh, sqm, sqd, skb, skh, skn, skd, smb, smh, smm, smn,
+                  H, G, Hkv, Lq, Lk, n_rb, U_cap,
+                  a, log2c, gamma,
+                  HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
+                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr):
+    rb = tl.program_id(0)
+    bh = tl.program_id(1)
+    if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
+        seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
+    b = bh // H
+    h = bh % H
+    hk = h // G
+    b64 = b.to(tl.int64)
+    rows = rb * BM + tl.arange(0, BM)
+    rmask = rows < Lq
+    dofs = tl.arange(0, DP)
+    dmask = dofs < D
+    q = tl.load(Q + b64 * sqb + h.to(tl.int64) * sqh + rows[:, None].to(tl.int64) * sqm + dofs[None, :] * sqd,
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + rows, mask=rmask, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    lse2 = tl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
+    qinf = tl.max(tl.max(tl.abs(q.to(tl.float32)), axis=1), axis=0)
+    kbase = K + b64 * skb + hk.to(tl.int64) * skh
+    mbase = MASK + b64 * smb + h.to(tl.int64) * smh
+    k1base = K1 + (b64 * Hkv + hk) * Lk
+    if CAUSAL:
+        hi = tl.minimum(Lk, (rb + 1) * BM)
+        n_full = tl.minimum(rb * BM, Lk) // BN  # tiles entirely at or below the diagonal of every row
+    else:
+        hi = Lk
+        n_full = Lk // BN
+    if HAS_MASK:
+        n_full = 0
+    cnt = rb * 0
+    out_base = COLS + (bh.to(tl.int64) * n_rb + rb) * U_cap
+    for t in range(0, n_full):
+        cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
+                          dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
+                          False, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE)
+    for t in range(n_full, tl.cdiv(hi, BN)):
+        cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
+                          dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
+                          True, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE)
+    tl.store(CNT + bh.to(tl.int64) * n_rb + rb, cnt)
+
+
+@triton.jit
+def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, SEEDS, seed_idx, seed,
+                       sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                       sob, soh, som, sod, sdob, sdoh, sdom, sdod, smb, smh, smm, smn,
+                       H, G, Hkv, Lq, Lk, n_rb, U_cap,
+                       sm_scale, a, log2c, inv_c,
+                       HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
+                       EXACT: tl.constexpr, DETERMINISTIC: tl.constexpr, STATS: tl.constexpr,
+                       BM: tl.constexpr, BN: tl.constexpr, UB: tl.constexpr,
+                       D: tl.constexpr, DP: tl.constexpr, DV_: tl.constexpr, DVP: tl.constexpr,
+                       IEEE: tl.constexpr, SUB: tl.constexpr, SEED_PTR: tl.constexpr):
+    if SEED_PTR:
+        seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
+    # BM rows per program here; phase (a)'s blocks are SUB * BM rows: a sub-block reads its parent
+    # block's union (a superset of its own) and the parent's uniforms.
+    rs = tl.program_id(0)
+    rb = rs // SUB
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // G
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    rows = rs * BM + tl.arange(0, BM)
+    rmask = rows < Lq
+    rows64 = rows.to(tl.int64)
+    dofs = tl.arange(0, DP)
+    dmask = dofs < D
+    vofs = tl.arange(0, DVP)
+    vmask = vofs < DV_
+    q = tl.load(Q + b64 * sqb + h64 * sqh + rows64[:, None] * sqm + dofs[None, :] * sqd,
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    do = tl.load(DO + b64 * sdob + h64 * sdoh + rows64[:, None] * sdom + vofs[None, :] * sdod,
+                 mask=rmask[:, None] & vmask[None, :], other=0.0)
+    o = tl.load(O + b64 * sob + h64 * soh + rows64[:, None] * som + vofs[None, :] * sod,
+                mask=rmask[:, None] & vmask[None, :], other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + rows, mask=rmask, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    lse2 = lse * 1.4426950408889634 - log2c
+    kbase = K + b64 * skb + hk.to(tl.int64) * skh
+    vbase = V + b64 * svb + hk.to(tl.int64) * svh
+    mbase = MASK + b64 * smb + h64 * smh
+    if CAUSAL:
+        hi = tl.minimum(Lk, (rs + 1) * BM)
+    else:
+        hi = Lk
+    blk = bh.to(tl.int64) * n_rb + rb
+    if EXACT:
+        n_items = hi
+    else:
+        cnt = tl.load(CNT + blk)
+        overflow = cnt > U_cap
+        n_items = tl.where(overflow, hi, cnt)
+    dq = tl.zeros([BM, DP], dtype=tl.float32)
+    kept = tl.zeros([BM], dtype=tl.int32)
+    dkv_row0 = (b64 * Hkv + hk) * Lk
+    for ch in range(0, tl.cdiv(n_items, UB)):
+        slots = ch * UB + tl.arange(0, UB)
+        smask = slots < n_items
+        if EXACT:
+            cols = slots
+        else:
+            listed = tl.load(COLS + blk * U_cap + slots, mask=smask & (slots < U_cap), other=0)
+            cols = tl.where(overflow, slots, listed)
+        cols64 = cols.to(tl.int64)
+        kg = tl.load(kbase + cols64[:, None] * skn + dofs[None, :] * skd,
+                     mask=smask[:, None] & dmask[None, :], other=0.0)
+        vg = tl.load(vbase + cols64[:, None] * svn + vofs[None, :] * svd,
+                     mask=smask[:, None] & vmask[None, :], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(kg), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(kg))
+        x = s * a - lse2[:, None]
+        valid = rmask[:, None] & smask[None, :]
+        if CAUSAL:
+            valid = valid & (cols[None, :] <= rows[:, None])
+        if HAS_MASK:
+            mv = tl.load(mbase + rows64[:, None] * smm + cols64[None, :] * smn, mask=valid, other=0)
+            if MASK_BOOL:
+                valid = valid & (mv != 0)
+            else:
+                x = x + mv.to(tl.float32) * 1.4426950408889634
+        x = tl.where(valid, x, float("-inf"))
+        cw = tl.exp2(x)  # c * W_ij  (W_ij when EXACT)
+        if EXACT:
+            wt = cw
+            keep = valid & (cw > 0)
+        else:
+            u = _lattice_u(seed, bh, rb, cols // BN, cols % BN)
+            keep = u[None, :] < cw
+            qp = tl.minimum(tl.ceil(cw * 8388608.0) * (1.0 / 8388608.0), 1.0)
+            wt = tl.where(keep, (cw * inv_c) / tl.where(keep, qp, 1.0), 0.0)
+            wt = tl.where(cw != cw, cw, wt)  # NaN in, NaN out (as SDPA)
+        if STATS:
+            kept += tl.sum(keep.to(tl.int32), axis=1)
+        # dV_j += W~_ij dO_i first: short live ranges (registers)
+        if IEEE:
+            dv_c = tl.dot(tl.trans(wt), do.to(tl.float32), input_precision="ieee")
+        else:
+            dv_c = tl.dot(tl.trans(wt.to(do.dtype)), do)
+        if DETERMINISTIC:
+            prow = blk * U_cap + slots.to(tl.int64)
+            pm = slots < U_cap
+            tl.store(DV + prow[:, None] * DVP + vofs[None, :], dv_c, mask=pm[:, None])
+        else:
+            tl.atomic_add(DV + (dkv_row0 + cols64[:, None]) * DV_ + vofs[None, :], dv_c,
+                          mask=smask[:, None] & vmask[None, :], sem="relaxed")
+        if IEEE:
+            dp = tl.dot(do, tl.trans(vg), input_precision="ieee")
+        else:
+            dp = tl.dot(do, tl.trans(vg))
+        ds = wt * (dp - delta[:, None])
+        if IEEE:
+            dq += tl.dot(ds, kg.to(tl.float32), input_precision="ieee")
+            dk_c = tl.dot(tl.trans(ds), q.to(tl.float32), input_precision="ieee") * sm_scale
+        else:
+            dq += tl.dot(ds.to(kg.dtype), kg)
+            dk_c = tl.dot(tl.trans(ds.to(q.dtype)), q) * sm_scale
+        if DETERMINISTIC:
+            # per-slot partials, reduced in a fixed order on the host side (index_add_)
+            tl.store(DK + prow[:, None] * DP + dofs[None, :], dk_c, mask=pm[:, None])
+        else:
+            tl.atomic_add(DK + (dkv_row0 + cols64[:, None]) * D + dofs[None, :], dk_c,
+                          mask=smask[:, None] & dmask[None, :], sem="relaxed")
+    dq = dq * sm_scale
+    tl.store(DQ + ((b64 * H + h64) * Lq + rows64[:, None]) * D + dofs[None, :], dq.to(DQ.dtype.element_ty),
+             mask=rmask[:, None] & dmask[None, :])
+    if STATS:
+        tl.store(KEPT + bh.to(tl.int64) * Lq + rows, kept, mask=rmask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def config(D: int, Dv: int, dtype: torch.dtype):
+    """Fixed launch configuration chosen from the shape (no autotune: see PYTORCH_NOTES, 164124)."""
+    DP = max(16, _pow2(D))
+    DVP = max(16, _pow2(Dv))
+    big = max(DP, DVP) > 128 or dtype == torch.float32
+    cfg = dict(BM=64 if big else 128, BN=64, UB=32 if (big or DP >= 128) else 64, DP=DP, DVP=DVP,
+               warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1)
+    if not big and DP >= 128:
+        # measured on an H100 (notes/KERNELS.md): phase (b) on 64-row halves of phase (a)'s blocks
+        cfg.update(SUB=2, warps_b=4)
+    elif not big:
+        cfg.update(stages_a=4)
+    return cfg
+
+
+_OVERRIDE: dict = {}  # benchmarks may set keys of config() here
+_DEBUG: dict = {}
+
+
+def union_capacity(c: float, Lk: int, BM: int) -> int:
+    """Union slots per block. The union is the columns any of the BM rows keeps: at least the
+    largest per-row count (<= c in expectation), at most BM * c. 16 c covers near-uniform attention
+    with BM = 128 (measured ~ 8.6 c); a block beyond it takes the all-columns path."""
+    return int(min(_pow2(max(Lk, 1)), max(64, _pow2(int(math.ceil(16 * c))))))
+
+
+def cnt_dummy(device):
+    return torch.empty(1, dtype=torch.int64, device=device)  # not read (SEED_PTR=False)
+
+
+def _mask_args(attn_mask, B, H, Lq, Lk, device):
+    if attn_mask is None:
+        dummy = torch.empty(1, dtype=torch.uint8, device=device)
+        return dummy, (0, 0, 0, 0), False, False
+    m = attn_mask
+    while m.dim() < 4:
+        m = m.unsqueeze(0)
+    m = m.expand(B, H, Lq, Lk)
+    is_bool = m.dtype == torch.bool
+    if is_bool:
+        m = m.view(torch.uint8)
+    return m, tuple(m.stride()), True, is_bool
+
+
+def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sample_seed,
+                 deterministic=None, want_kept=False):
+    """(dq, dk, dv[, kept per row]) for canonical 4-D CUDA (or interpreter CPU) tensors."""
+    B, H, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[-1]
+    G = H // Hkv
+    dev = q.device
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    cfg = dict(config(D, Dv, q.dtype))
+    cfg.update(_OVERRIDE)
+    BM, BN, UB, DP, DVP = cfg["BM"], cfg["BN"], cfg["UB"], cfg["DP"], cfg["DVP"]
+    exact = math.isinf(c)
+    ieee = q.dtype == torch.float32
+    n_rb = triton.cdiv(Lq, BM)
+    lse = lse.contiguous()
+    if lse.dtype != torch.float32:
+        lse = lse.float()
+    mask_t, ms, has_mask, mask_bool = _mask_args(attn_mask, B, H, Lq, Lk, dev)
+    a = float(scale) * LOG2E
+    log2c = 0.0 if exact else math.log2(c)
+    inv_c = 1.0 if exact else 1.0 / c
+    if isinstance(sample_seed, tuple):  # (int64 tensor, index, offset): seed read on the device
+        seeds_t, seed_idx, seed = sample_seed[0], int(sample_seed[1]), int(sample_seed[2]) & ((1 << 62) - 1)
+        seed_ptr = True
+    else:
+        seeds_t, seed_idx, seed = cnt_dummy(dev), 0, int(sample_seed) & ((1 << 62) - 1)
+        seed_ptr = False
+    grid = (n_rb, B * H)
+
+    U_cap = 0 if exact else int(cfg.get("U_cap", union_capacity(c, Lk, BM)))
+    cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
+    cols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
+
+    def run_union(U_cap, cols):
+        _union_kernel[grid](
+            q, k, lse, mask_t, cols, cnt, k1, seeds_t, seed_idx, seed,
+            *q.stride(), *k.stride(), *ms,
+            H, G, Hkv, Lq, Lk, n_rb, U_cap,
+            a, log2c, 4.0 * D * 2.0 ** -24,
+            HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
+            BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
+            num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
+
+    if not exact:
+        k1 = torch.linalg.vector_norm(k, ord=1, dim=-1, dtype=torch.float32).contiguous()  # L1 norm of each key row, for the rounding margin
+        run_union(U_cap, cols)
+        if "debug" in cfg:
+            _DEBUG.update(cnt=cnt, U_cap=U_cap, BM=BM)
+            if cfg["debug"] == "union_only":
+                return None
+        if deterministic:
+            # the partial buffers are per slot: size the capacity so that no block overflows
+            need = int(cnt.max().item()) if cnt.numel() else 0
+            if need > U_cap:
+                U_cap = _pow2(need)
+                cols = torch.empty(B * H * n_rb * U_cap, dtype=torch.int32, device=dev)
+                run_union(U_cap, cols)
+    elif deterministic:
+        U_cap = _pow2(Lk if not is_causal else min(Lk, n_rb * BM))
+
+    dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=dev)
+    if deterministic:
+        nslots = B * H * n_rb * U_cap
+        dk_buf = torch.zeros((nslots, DP), dtype=torch.float32, device=dev)
+        dv_buf = torch.zeros((nslots, DVP), dtype=torch.float32, device=dev)
+    else:
+        dk_buf = torch.zeros((B, Hkv, Lk, D), dtype=torch.float32, device=dev)
+        dv_buf = torch.zeros((B, Hkv, Lk, Dv), dtype=torch.float32, device=dev)
+    kept = torch.empty((B, H, Lq), dtype=torch.int32, device=dev) if want_kept else cnt
+    SUB = 1 if deterministic else int(cfg.get("SUB", 1))  # deterministic partials are per parent-block slot
+    _sparse_bwd_kernel[(n_rb * SUB, B * H)](
+        q, k, v, out, grad_out, lse, mask_t, cols, cnt, dq, dk_buf, dv_buf, kept, seeds_t, seed_idx, seed,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *ms,
+        H, G, Hkv, Lq, Lk, n_rb, U_cap,
+        float(scale), a, log2c, inv_c,
+        HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
+        EXACT=exact, DETERMINISTIC=bool(deterministic), STATS=bool(want_kept),
+        BM=BM // SUB, BN=BN, UB=UB, D=D, DP=DP, DV_=Dv, DVP=DVP, IEEE=ieee, SUB=SUB, SEED_PTR=seed_ptr,
+        num_warps=cfg["warps_b"], num_stages=1)
+    if deterministic:
+        # slot s of block (b, h, rb) holds column cols[s] (exact: column s)
+        if exact:
+            col_idx = torch.arange(U_cap, device=dev, dtype=torch.int64).expand(B * H * n_rb, U_cap)
+            nvalid = torch.full((B * H * n_rb, 1), Lk, device=dev)
+        else:
+            col_idx = cols.view(B * H * n_rb, U_cap).long()
+            nvalid = cnt.view(-1, 1).long()
+        slot = torch.arange(U_cap, device=dev)[None, :]
+        ok = slot < torch.minimum(nvalid, torch.tensor(Lk, device=dev))
+        bh = torch.arange(B * H, device=dev).repeat_interleave(n_rb)
+        kvrow = ((bh // H) * Hkv + (bh % H) // G) * Lk
+        flat = torch.where(ok, kvrow[:, None] + torch.where(ok, col_idx, 0), 0).reshape(-1)
+        dk32 = torch.zeros((B * Hkv * Lk, DP), dtype=torch.float32, device=dev).index_add_(0, flat, dk_buf)
+        dv32 = torch.zeros((B * Hkv * Lk, DVP), dtype=torch.float32, device=dev).index_add_(0, flat, dv_buf)
+        dk = dk32[:, :D].reshape(B, Hkv, Lk, D).to(k.dtype)
+        dv = dv32[:, :Dv].reshape(B, Hkv, Lk, Dv).to(v.dtype)
+    else:
+        dk, dv = dk_buf.to(k.dtype), dv_buf.to(v.dtype)
+    if want_kept:
+        return dq, dk, dv, kept
+    return dq, dk, dv
