@@ -26,6 +26,7 @@ c = inf (exact) skips phase (a): every block takes the all-columns path with W~ 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -358,6 +359,18 @@ def _mask_args(attn_mask, B, H, Lq, Lk, device):
     return m, tuple(m.stride()), True, is_bool
 
 
+@contextlib.contextmanager
+def _torch_deterministic():
+    """torch's deterministic mode for the reductions below, whatever the caller's setting (the
+    kernels may be asked for deterministic sums explicitly, with the global flag off)."""
+    prev, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=warn_only)
+
+
 def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sample_seed,
                  deterministic=None, want_kept=False):
     """(dq, dk, dv[, kept per row]) for canonical 4-D CUDA (or interpreter CPU) tensors."""
@@ -451,8 +464,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         bh = torch.arange(B * H, device=dev).repeat_interleave(n_rb)
         kvrow = ((bh // H) * Hkv + (bh % H) // G) * Lk
         flat = torch.where(ok, kvrow[:, None] + torch.where(ok, col_idx, 0), 0).reshape(-1)
-        dk32 = torch.zeros((B * Hkv * Lk, DP), dtype=torch.float32, device=dev).index_add_(0, flat, dk_buf)
-        dv32 = torch.zeros((B * Hkv * Lk, DVP), dtype=torch.float32, device=dev).index_add_(0, flat, dv_buf)
+        with _torch_deterministic():  # index_add_ on CUDA sums in a fixed order only in this mode
+            dk32 = torch.zeros((B * Hkv * Lk, DP), dtype=torch.float32, device=dev).index_add_(0, flat, dk_buf)
+            dv32 = torch.zeros((B * Hkv * Lk, DVP), dtype=torch.float32, device=dev).index_add_(0, flat, dv_buf)
         dk = dk32[:, :D].reshape(B, Hkv, Lk, D).to(k.dtype)
         dv = dv32[:, :Dv].reshape(B, Hkv, Lk, Dv).to(v.dtype)
     else:
