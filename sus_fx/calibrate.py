@@ -232,13 +232,7 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> int:
         result = results[0]
     else:
         factory = V.load_factory(a.model)
-        extra = {}
-        for kv in a.factory_arg:
-            k, _, v = kv.partition("=")
-            try:
-                extra[k] = json.loads(v)
-            except json.JSONDecodeError:
-                extra[k] = v
+        extra = V.parse_factory_args(a.factory_arg)
         torch.manual_seed(a.seed)
         model, get_batch, loss_fn = V.call_factory(factory, n=a.n, batch_size=a.batch_size, device=device, **extra)
         result = V.measure(model, get_batch, cs=[], per_site=True, site_cs=a.c, batches=a.batches,

@@ -22,6 +22,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
+from passes import Site
+
 from .policy import Policy, PolicyLike, format_c
 
 
@@ -136,20 +138,10 @@ def _plain_shape(shape):
 
 
 @dataclasses.dataclass
-class SiteReport:
-    """One rewritten attention site."""
+class SiteReport(Site):
+    """One rewritten attention site: the passes' record (shapes made plain) plus where it sits
+    and its estimated backward cost."""
 
-    path: str
-    form: str
-    q_shape: Optional[tuple]
-    k_shape: Optional[tuple]
-    v_shape: Optional[tuple]
-    mask_kind: str
-    causal: bool
-    gqa: int
-    dropout: Any
-    c: float
-    rule: Optional[str]
     graph: int = 0  # index of the captured graph (graph breaks give several)
     backward_flops_exact: Optional[float] = None
     backward_flops_sus: Optional[float] = None

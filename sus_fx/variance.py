@@ -667,15 +667,21 @@ def build_parser(prog: str = "sus-fx variance") -> argparse.ArgumentParser:
     return ap
 
 
-def run_cli(a) -> List[Dict]:
-    factory = load_factory(a.model)
+def parse_factory_args(pairs) -> Dict[str, Any]:
+    """--factory-arg KEY=VALUE pairs; VALUE as JSON where it parses, else a string."""
     extra = {}
-    for kv in a.factory_arg:
+    for kv in pairs:
         k, _, v = kv.partition("=")
         try:
             extra[k] = json.loads(v)
         except json.JSONDecodeError:
             extra[k] = v
+    return extra
+
+
+def run_cli(a) -> List[Dict]:
+    factory = load_factory(a.model)
+    extra = parse_factory_args(a.factory_arg)
     results = []
     for n in a.n:
         torch.manual_seed(a.seed)
