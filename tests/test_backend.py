@@ -84,14 +84,19 @@ def fake_compile(calls):
 
 
 @pytest.fixture
-def no_compile_cache(monkeypatch):
+def no_compile_cache():
     """Inductor's FX graph cache and AOTAutograd's cache skip the pattern passes on a hit, which
-    would make the fused-attention counter checks below vacuous."""
+    would make the fused-attention counter checks below vacuous. (torch's own config.patch, not
+    monkeypatch: pytest 9.2's undo deletes the setting from torch's config module.)"""
+    import contextlib
+
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    if hasattr(functorch_config, "enable_autograd_cache"):
-        monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(inductor_config.patch(fx_graph_cache=False))
+        if hasattr(functorch_config, "enable_autograd_cache"):
+            stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
+        yield
 
 
 def fuse_attention_count():
