@@ -59,11 +59,31 @@ class RewriteResult:
     skipped: List[Skip] = field(default_factory=list)
 
 
+def _checkpoint_bodies(gm: torch.fx.GraphModule):
+    """Subgraphs that Dynamo outlined for torch.utils.checkpoint regions (the body argument of
+    torch.ops.higher_order.tag_activation_checkpoint). HF's gradient_checkpointing_enable puts
+    every decoder layer in one."""
+    hop = getattr(torch.ops.higher_order, "tag_activation_checkpoint", None)
+    for node in gm.graph.nodes:
+        if node.op != "get_attr" or hop is None:
+            continue
+        if not any(u.op == "call_function" and u.target is hop and u.args and u.args[0] is node for u in node.users):
+            continue
+        body = getattr(gm, node.target, None)
+        if isinstance(body, torch.fx.GraphModule):
+            yield body
+
+
 def rewrite_attention(gm: torch.fx.GraphModule,
-                      choose_c: Callable[[str], Tuple[float, Optional[str]]]) -> RewriteResult:
+                      choose_c: Callable[[str], Tuple[float, Optional[str]]],
+                      _in_checkpoint: bool = False) -> RewriteResult:
     graph = gm.graph
     result = RewriteResult()
     changed = False
+    for body in _checkpoint_bodies(gm):
+        inner = rewrite_attention(body, choose_c, _in_checkpoint=True)
+        result.sites += inner.sites
+        result.skipped += inner.skipped
     for node in list(graph.nodes):
         if getattr(node, "_erased", False):
             continue
@@ -80,6 +100,12 @@ def rewrite_attention(gm: torch.fx.GraphModule,
                                            f"internal matcher error ({type(e).__name__}: {e})"))
                 break
             if plan is None:
+                break
+            if _in_checkpoint and not (isinstance(plan.dropout_p, (int, float)) and plan.dropout_p == 0):
+                # A checkpointed region is recomputed in the backward; the op would draw a new
+                # dropout mask there, unlike torch's own dropout, whose RNG state is replayed.
+                result.skipped.append(Skip(plan.path, plan.form, "dropout inside a torch.utils.checkpoint region: "
+                                           "the recomputed forward would draw a different dropout mask"))
                 break
             c, rule = choose_c(plan.path)
             q_shape, k_shape, v_shape = plan.shapes()

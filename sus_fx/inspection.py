@@ -334,6 +334,9 @@ def clone_graph_module(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if key not in vars(new):
             setattr(new, key, value)
     new.meta = dict(getattr(gm, "meta", {}))
+    for old, node in zip(gm.graph.find_nodes(op="placeholder"), graph.find_nodes(op="placeholder")):
+        if hasattr(old, "_dynamo_source"):  # AOTAutograd asserts it on Dynamo graphs (graph deepcopy drops it)
+            node._dynamo_source = old._dynamo_source
     return new
 
 
