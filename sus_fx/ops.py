@@ -110,10 +110,17 @@ def _rank() -> int:
 
 
 def sample_seed_offset(backward_call: int = 0) -> int:
-    """Added to the forward's sampling seed. Data-parallel ranks are often seeded alike; without
-    the rank they would draw the same masks, and averaging their gradients would not average the
-    SUS noise away."""
-    return (_rank() * 0x9E3779B97F4A7C15 + backward_call * 0xBF58476D1CE4E5B9) % _SEED_HIGH
+    """Added to the forward's sampling seed for a second backward through a retained graph.
+    (Eager only: under torch.compile the backward is traced once and this is a constant.)"""
+    return (backward_call * 0xBF58476D1CE4E5B9) % _SEED_HIGH
+
+
+def rank_seed_offset() -> int:
+    """Added to the sampling seed when the backward runs. Data-parallel ranks are often seeded
+    alike; without the rank they would draw the same masks, and averaging their gradients would
+    not average the SUS noise away. Read at run time, inside the op, never baked into a compiled
+    graph (a graph compiled, or cached, on rank 0 must not carry rank 0's offset to rank 1)."""
+    return (_rank() * 0x9E3779B97F4A7C15) % _SEED_HIGH
 
 
 def _draw_seeds(device: torch.device) -> Tensor:
@@ -186,7 +193,8 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
                        out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
                        c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
-    The sampling seed is seed[1] + seed_offset (see sample_seed_offset)."""
+    The sampling seed is seed[1] + seed_offset + the rank's offset (see rank_seed_offset)."""
+    seed_offset = (seed_offset + rank_seed_offset()) % _SEED_HIGH
     from .kernels import dispatch
     res = None
     if not mask_grad:

@@ -92,7 +92,7 @@ def test_ddp_exact_mode_matches_single_process_and_ranks_draw_their_own_masks(tm
 
 
 def test_rank_changes_the_sampling_seed(monkeypatch):
-    a = sus_fx.ops.sample_seed_offset()
+    a = sus_fx.ops.rank_seed_offset()
     monkeypatch.setattr(sus_fx.ops, "_rank", lambda: 1)
-    b = sus_fx.ops.sample_seed_offset()
+    b = sus_fx.ops.rank_seed_offset()
     assert a == 0 and b != 0 and 0 <= b < 2 ** 62
