@@ -143,10 +143,15 @@ def test_mask_gradient_equals_sdpa_in_exact_mode():
 
 UNBIASED_CASES = {
     # name: (B, H, Hkv, Lq, Lk, E, peak, mask_kind, causal, c)
+    # The z-test below uses the spread measured over the draws, which is only trustworthy when every
+    # random entry is kept often enough to be seen: each case keeps min q_ij >= 5 / N (asserted).
+    # With extreme logits (q_ij ~ 1e-6) an entry carrying part of the gradient may never be drawn
+    # in N draws while other rare entries make the spread look small, and the test would fail an
+    # unbiased estimator (seen with peak 2.0, c 3).
     "near_uniform": (1, 2, 2, 6, 12, 4, 0.1, "none", False, 3.0),
-    "peaked": (1, 2, 2, 6, 12, 4, 2.0, "none", False, 3.0),
-    "peaked_bool_mask_gqa": (1, 4, 2, 6, 10, 4, 1.5, "bool", False, 2.0),
-    "float_mask_causal": (1, 2, 2, 8, 8, 4, 1.0, "float", True, 2.0),
+    "peaked": (1, 2, 2, 6, 12, 4, 0.8, "none", False, 8.0),
+    "peaked_bool_mask_gqa": (1, 4, 2, 6, 10, 4, 0.8, "bool", False, 4.0),
+    "float_mask_causal": (1, 2, 2, 8, 8, 4, 0.7, "float", True, 6.0),
 }
 
 
@@ -159,8 +164,13 @@ def test_backward_is_unbiased(name):
         mask = mask.double()
     g = torch.randn(B, H, Lq, E, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     scale = 1 / math.sqrt(E)
-    out, lse, seed = torch.ops.sus.attention_forward(q, k, v, mask, 0.0, causal, scale, c)
     n = 2000
+    eye = torch.eye(Lk, dtype=torch.float64).expand(B, Hkv, Lk, Lk)
+    keep_p = (sdpa64(q, k, eye, mask, is_causal=causal, enable_gqa=Hkv != H) * c).clamp(max=1)
+    assert keep_p[keep_p > 0].min() >= 5 / n, "a case with rarer keeps needs more draws"
+    assert (keep_p[keep_p > 0] < 1).double().mean() > 0.5, "most entries must be random"
+    torch.manual_seed(0)
+    out, lse, seed = torch.ops.sus.attention_forward(q, k, v, mask, 0.0, causal, scale, c)
     draws = [torch.ops.sus.attention_backward(g, q, k, v, mask, out, lse, seed, 0.0, causal, scale, c, False, i)[:3]
              for i in range(n)]
     exact = exact_grads(q, k, v, g, mask=mask, is_causal=causal, enable_gqa=Hkv != H)
