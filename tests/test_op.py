@@ -228,13 +228,15 @@ def test_reweighted_weight_variance_matches_formula():
 def test_kept_per_row_at_most_c():
     q, k, v = _qkv(2, 4, 4, 32, 64, 8, peak=0.5)
     g = torch.randn(2, 4, 32, 8)
+    torch.manual_seed(0)
     for c in (2.0, 8.0):
         with sus_fx.stats() as rec:
             sus_grads(q, k, v, g, c)
         s = rec.summary()
         assert s["backwards"] == 1
-        # expectation is sum_j min(1, cW) <= c; the mean over 256 rows has s.e. well below 0.3
-        assert s["kept_per_row_mean"] <= c + 0.3
+        # E[kept in a row] = sum_j min(1, cW) <= c and Var <= sum_j q(1 - q) <= c: the mean over
+        # 256 independent rows stays below c + 5 sd
+        assert s["kept_per_row_mean"] <= c + 5 * math.sqrt(c / 256)
         assert 0 < s["fraction_cut"] < 1
         assert s["kept_per_row_max"] <= 64
 
