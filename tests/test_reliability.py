@@ -75,6 +75,16 @@ def _assert_all_close(a, b, **kw):
         torch.testing.assert_close(x, y, **kw)
 
 
+def _assert_step_matches_eager(out, model, ref, x):
+    """Backward through `out` (model's compiled output on x) and through ref(x), an eager copy:
+    outputs and parameter gradients must agree."""
+    out.square().mean().backward()
+    r = ref(x)
+    r.square().mean().backward()
+    torch.testing.assert_close(out, r, rtol=1e-4, atol=1e-5)
+    _assert_all_close(_grads(model), _grads(ref), rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Inputs: inf (NaN is in test_op_edge_cases.py)
 
@@ -143,12 +153,7 @@ def test_dynamic_shapes_varying_lengths_compile_once():
         x = torch.randn(2, L, 16)
         model.zero_grad()
         ref.zero_grad()
-        out = f(x)
-        out.square().mean().backward()
-        r = ref(x)
-        r.square().mean().backward()
-        torch.testing.assert_close(out, r, rtol=1e-4, atol=1e-5)
-        _assert_all_close(_grads(model), _grads(ref), rtol=1e-4, atol=1e-5)
+        _assert_step_matches_eager(f(x), model, ref, x)
     assert len(reports) == 1 and _graphs() - graphs_before == 1
     (site,) = reports[0].sites
     assert any(not isinstance(d, int) for d in site.q_shape), site.q_shape  # L stayed symbolic
@@ -200,12 +205,7 @@ def test_checkpointed_explicit_attention_exact_grads_equal_eager():
     torch._dynamo.reset()
     f = torch.compile(model, backend="sus", fullgraph=True, options={"c": "exact", "report": reports.append})
     x = torch.randn(2, 6, 16)
-    out = f(x)
-    out.square().mean().backward()
-    r = ref(x)
-    r.square().mean().backward()
-    torch.testing.assert_close(out, r, rtol=1e-4, atol=1e-5)
-    _assert_all_close(_grads(model), _grads(ref), rtol=1e-4, atol=1e-5)
+    _assert_step_matches_eager(f(x), model, ref, x)
     assert len(reports) == 1
     assert "tag_activation_checkpoint" in reports[0].graph_before
     assert len(reports[0].sites) == len(model.layers)
@@ -314,11 +314,7 @@ def test_pass_error_falls_back_to_plain_inductor_and_trains(monkeypatch):
     torch._dynamo.reset()
     with pytest.warns(SusFallbackWarning, match="pattern exploded"):
         out = torch.compile(model, backend="sus", fullgraph=True)(x)
-    out.square().mean().backward()
-    r = ref(x)
-    r.square().mean().backward()
-    torch.testing.assert_close(out, r, rtol=1e-4, atol=1e-5)
-    _assert_all_close(_grads(model), _grads(ref), rtol=1e-4, atol=1e-5)
+    _assert_step_matches_eager(out, model, ref, x)
 
 
 @pytest.mark.slow
