@@ -175,6 +175,52 @@ def _compile_fx(gm, example_inputs, patches):
     return compiled
 
 
+def _needs_stats_variant(example_inputs) -> bool:
+    """On CUDA the traced backward launches the kernels itself and has no host-side hook for
+    sus_fx.stats(): such graphs are compiled in two variants (see _StatsAwareGraph)."""
+    return any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in example_inputs)
+
+
+class _StatsAwareGraph:
+    """A compiled graph whose backward is specialized on whether sus_fx.stats() was recording when
+    it was traced (ops._triton_op_takes). A call made in the other state compiles, once, the
+    variant for that state from a pristine copy of the rewritten graph, with AOTAutograd's cache
+    off (its key is the graph before tracing, the same for both variants)."""
+
+    def __init__(self, pristine, patches, first, first_recording: bool):
+        self._pristine = pristine
+        self._patches = patches
+        self._variants = {first_recording: first}
+
+    def __call__(self, *args):
+        from .stats import recording
+        state = recording()
+        fn = self._variants.get(state)
+        if fn is None:
+            from .inspection import clone_graph_module
+            import torch._functorch.config as functorch_config
+            with functorch_config.patch(enable_autograd_cache=False):
+                fn = self._variants[state] = _compile_fx(clone_graph_module(self._pristine), list(args),
+                                                         self._patches)
+        return fn(*args)
+
+
+def _compile_rewritten(gm, example_inputs, patches):
+    if not _needs_stats_variant(example_inputs):
+        return _compile_fx(gm, example_inputs, patches)
+    from .stats import recording
+    from .inspection import clone_graph_module
+    import torch._functorch.config as functorch_config
+    pristine = clone_graph_module(gm)
+    state = recording()
+    if state:
+        with functorch_config.patch(enable_autograd_cache=False):
+            first = _compile_fx(gm, example_inputs, patches)
+    else:
+        first = _compile_fx(gm, example_inputs, patches)
+    return _StatsAwareGraph(pristine, patches, first, state)
+
+
 class SusBackend:
     """A torch.compile backend callable: `torch.compile(model, backend=SusBackend(...))`.
 
@@ -215,7 +261,7 @@ class SusBackend:
         if record.error is not None or not record.sites or backup is None:
             return _compile_fx(gm, example_inputs, patches)
         try:
-            return _compile_fx(gm, example_inputs, patches)
+            return _compile_rewritten(gm, example_inputs, patches)
         except Exception as e:
             why = f"{type(e).__name__}: {e}"
             warnings.warn(f"sus-fx: Inductor failed on graph {index} after the attention rewrite ({why}); "

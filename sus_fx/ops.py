@@ -11,8 +11,13 @@ The forward saves q, k, v, mask, out and the per-row log-sum-exp, never the Lq x
 `seed` holds two seeds drawn in the forward from torch's default generator: the dropout seed
 (the backward regenerates the same mask) and the sampling seed of the backward. Drawing both in
 the forward makes a forward/backward pair reproducible under torch.manual_seed (and under
-opcheck's seeded forward) while every step still gets fresh masks. The backward mixes in the
-distributed rank and, for a second backward through the same graph (retain_graph), a call count.
+opcheck's seeded forward) while every step still gets fresh masks. The sampling seed also holds
+the distributed rank (added when the forward runs, never at trace time); a second backward through
+the same graph (retain_graph) adds a call count.
+
+On CUDA the backward is `sus::attention_backward_triton` (kernels/triton_op.py) where it can be:
+torch.compile then traces its Triton kernels instead of calling an opaque op. Plain eager calls
+skip the custom-op layers (_EagerAttention) and run the same forward and backward code.
 
 Both inner ops carry Tag.nondeterministic_seeded so that AOTAutograd's partitioner never
 recomputes them (a recomputed forward would draw a different dropout mask).
@@ -124,8 +129,13 @@ def rank_seed_offset() -> int:
 
 
 def _draw_seeds(device: torch.device) -> Tensor:
-    # [dropout seed, sampling seed] from torch's default generator of the device.
-    return torch.randint(0, _SEED_HIGH, (2,), dtype=torch.int64, device=device)
+    # [dropout seed, sampling seed] from torch's default generator of the device. The rank goes
+    # into the sampling seed only: dropout stays what torch's own dropout would be on that rank.
+    seed = torch.randint(0, _SEED_HIGH, (2,), dtype=torch.int64, device=device)
+    off = rank_seed_offset()
+    if off:
+        seed[1:].add_(off).remainder_(_SEED_HIGH)
+    return seed
 
 
 def _cpu_flash_forward(q, k, v, mask, is_causal, scale):
@@ -160,10 +170,7 @@ def _use_cpu_flash(q, k, v, dropout_p) -> bool:
             and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and q.numel() > 0 and k.shape[2] > 0)
 
 
-@torch.library.custom_op("sus::attention_forward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
-def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
-                      is_causal: bool, scale: float, c: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Exact attention on canonical 4-D inputs. Returns (out, lse, seeds [dropout, sampling])."""
+def _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale):
     seed = _draw_seeds(query.device)
     if _use_cpu_flash(query, key, value, dropout_p):
         out, lse = _cpu_flash_forward(query, key, value, attn_mask, is_causal, scale)
@@ -177,6 +184,13 @@ def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Opti
     return out.contiguous(), lse.contiguous(), seed
 
 
+@torch.library.custom_op("sus::attention_forward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
+                      is_causal: bool, scale: float, c: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Exact attention on canonical 4-D inputs. Returns (out, lse, seeds [dropout, sampling])."""
+    return _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale)
+
+
 @attention_forward.register_fake
 def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
     B, H, Lq, _ = query.shape
@@ -188,13 +202,8 @@ def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
 # ----------------------------------------------------------------------------------------------
 # Backward
 
-@torch.library.custom_op("sus::attention_backward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
-def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor],
-                       out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
-                       c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
-    The sampling seed is seed[1] + seed_offset + the rank's offset (see rank_seed_offset)."""
-    seed_offset = (seed_offset + rank_seed_offset()) % _SEED_HIGH
+def _backward_impl(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
+                   mask_grad, seed_offset):
     from .kernels import dispatch
     res = None
     if not mask_grad:
@@ -213,6 +222,16 @@ def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tens
     return dq.contiguous(), dk.contiguous(), dv.contiguous(), dmask
 
 
+@torch.library.custom_op("sus::attention_backward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor],
+                       out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
+                       c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
+    The sampling seed is seed[1] + seed_offset (seed[1] already holds the rank's offset)."""
+    return _backward_impl(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
+                          mask_grad, seed_offset)
+
+
 @attention_backward.register_fake
 def _(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, mask_grad,
       seed_offset=0):
@@ -229,18 +248,84 @@ def _setup_context(ctx, inputs, output):
     ctx.backward_calls = 0
 
 
+def _triton_op_takes(query, key, value, attn_mask, dropout_p, mask_grad) -> bool:
+    """Whether the backward goes through sus::attention_backward_triton, which torch.compile traces
+    into its Triton kernels (CUDA), rather than the opaque sus::attention_backward. Decided when the
+    backward is traced, so only on things a compiled graph is specialized on anyway; deterministic
+    mode and stats recording need host-side work and keep the opaque op (sus_fx.backend compiles a
+    second variant for calls made inside sus_fx.stats())."""
+    from .kernels import dispatch
+    from .stats import recording
+    if query.device.type != "cuda":
+        return False  # CI's interpreted kernels cannot be traced (torch's wrap_triton passes them through)
+    if mask_grad or torch.are_deterministic_algorithms_enabled() or recording():
+        return False
+    if not dispatch.kernels_take_backward(query, key, value, attn_mask, dropout_p):
+        return False
+    from .kernels import triton_op  # noqa: F401  (registers the op; imports triton)
+    return True
+
+
 def _backward(ctx, grad_out, grad_lse, grad_seed):
     query, key, value, attn_mask, out, lse, seed = ctx.saved_tensors
     dropout_p, is_causal, scale, c = ctx.args
     offset = sample_seed_offset(ctx.backward_calls)
     ctx.backward_calls += 1
+    grad_out = grad_out.contiguous()
+    if _triton_op_takes(query, key, value, attn_mask, dropout_p, ctx.mask_grad):
+        dq, dk, dv = torch.ops.sus.attention_backward_triton(
+            grad_out, query, key, value, attn_mask, out, lse, seed, is_causal, scale, c, offset)
+        return dq, dk, dv, None, None, None, None, None
     dq, dk, dv, dmask = torch.ops.sus.attention_backward(
-        grad_out.contiguous(), query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
+        grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
         ctx.mask_grad, offset)
     return dq, dk, dv, (dmask if ctx.mask_grad else None), None, None, None, None
 
 
 torch.library.register_autograd("sus::attention_forward", _backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eager calls: the same forward and backward without the custom-op layers
+
+class _EagerAttention(torch.autograd.Function):
+    """What attention_forward + its registered autograd do, for plain eager calls. The custom ops
+    exist for tracing (fake tensors, AOTAutograd, Inductor); in eager their Python wrappers cost
+    ~1 ms per forward+backward (notes/KERNELS.md, host cost), more than the GPU work at n = 2k."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, c):
+        out, lse, seed = _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale)
+        ctx.save_for_backward(query, key, value, attn_mask, out, lse, seed)
+        ctx.args = (dropout_p, is_causal, scale, c)
+        ctx.mask_grad = attn_mask is not None and attn_mask.requires_grad
+        ctx.backward_calls = 0
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        query, key, value, attn_mask, out, lse, seed = ctx.saved_tensors
+        dropout_p, is_causal, scale, c = ctx.args
+        offset = sample_seed_offset(ctx.backward_calls)
+        ctx.backward_calls += 1
+        dq, dk, dv, dmask = _backward_impl(grad_out.contiguous(), query, key, value, attn_mask, out, lse, seed,
+                                           dropout_p, is_causal, scale, c, ctx.mask_grad, offset)
+        return dq, dk, dv, (dmask if ctx.mask_grad else None), None, None, None, None
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _plain_eager(*tensors) -> bool:
+    """True for an ordinary eager call: no tracing, no dispatch mode, no functorch transform, no
+    tensor subclass. Anything else takes the registered ops, which know how to be traced."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return False
+    if torch._C._are_functorch_transforms_active():
+        return False
+    return all(t is None or type(t) in _PLAIN for t in tensors)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,8 +349,11 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Te
         query, key, value = query.to(low), key.to(low), value.to(low)
     if not isinstance(dropout_p, torch.SymFloat):
         dropout_p = float(dropout_p)
-    out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, dropout_p, bool(is_causal),
-                                                scale, float(c))
+    if _plain_eager(query, key, value, attn_mask):
+        out = _EagerAttention.apply(query, key, value, attn_mask, dropout_p, bool(is_causal), scale, float(c))
+    else:
+        out, _, _ = torch.ops.sus.attention_forward(query, key, value, attn_mask, dropout_p, bool(is_causal),
+                                                    scale, float(c))
     return out.squeeze(1) if three_d else out
 
 

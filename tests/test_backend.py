@@ -399,3 +399,31 @@ def test_entry_point_in_fresh_interpreter(tmp_path):
     assert "ENTRY POINT OK" in proc.stdout
     # report=True reaches stderr with no logging configured; the site was rewritten
     assert "1 attention site rewritten" in proc.stderr, proc.stderr
+
+
+def test_stats_variant_compiled_on_demand(monkeypatch):
+    """On CUDA a compiled graph's backward is specialized on sus_fx.stats() being active; a call in
+    the other state compiles that variant once. The mechanism is device-independent; force it on CPU."""
+    import sus_fx.backend as backend_mod
+    monkeypatch.setattr(backend_mod, "_needs_stats_variant", lambda example_inputs: True)
+    compiles = []
+    orig = backend_mod._compile_fx
+
+    def counting(gm, example_inputs, patches):
+        compiles.append(1)
+        return orig(gm, example_inputs, patches)
+
+    monkeypatch.setattr(backend_mod, "_compile_fx", counting)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Toy()
+    x = torch.randn(2, 8, 16)
+    step = torch.compile(model, backend=make_backend(c=2))
+    step(x).sum().backward()           # compiled outside stats(): variant False
+    with sus_fx.stats() as rec:
+        step(x).sum().backward()       # variant True, compiled now
+        step(x).sum().backward()       # reused
+    step(x).sum().backward()           # variant False again, no compile
+    torch._dynamo.reset()
+    assert len(compiles) == 2
+    assert rec.summary()["backwards"] == 2 * 2

@@ -105,17 +105,22 @@ def forward(query, key, value, attn_mask, is_causal, scale, dropout_p):
         return None
 
 
+def kernels_take_backward(query, key, value, attn_mask, dropout_p) -> bool:
+    """Whether the Triton kernels compute this backward (else the reference does)."""
+    if not _enabled(query) or dropout_p > 0:
+        return False
+    if query.dtype not in _FAST_DTYPES + (torch.float32,):
+        return False
+    if query.shape[-1] > 256 or value.shape[-1] > 256:
+        return False
+    if query.numel() == 0 or key.shape[2] == 0:
+        return False
+    return attn_mask is None or attn_mask.dtype == torch.bool or attn_mask.is_floating_point()
+
+
 def backward(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, sample_seed):
     """(dq, dk, dv) from the SUS kernels, or None."""
-    if not _enabled(query) or dropout_p > 0:
-        return None
-    if query.dtype not in _FAST_DTYPES + (torch.float32,):
-        return None
-    if query.shape[-1] > 256 or value.shape[-1] > 256:
-        return None
-    if query.numel() == 0 or key.shape[2] == 0:
-        return None
-    if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+    if not kernels_take_backward(query, key, value, attn_mask, dropout_p):
         return None
     from . import sus_bwd
     from ..stats import recording as _recording

@@ -85,9 +85,11 @@ def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
 def _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask, dofs, dmask,
                 skn, skd, smm, smn, hi, U_cap, a, gamma,
                 MASKED: tl.constexpr, HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
-                BN: tl.constexpr, IEEE: tl.constexpr):
+                BN: tl.constexpr, IEEE: tl.constexpr, PROBE: tl.constexpr):
     """One key tile: S^T = K Q^T (keys on the MMA's M axis, so the max over the block's rows is a
-    per-thread/quad reduction), union decisions for its BN columns, compacted store."""
+    per-thread/quad reduction), union decisions for its BN columns, compacted store.
+    PROBE (benchmarks only, wrong results): 1 skips the compaction (cumsum + scattered store),
+    2 also the per-entry epilogue; what phase (a) costs without them says where its time goes."""
     cols = t * BN + tl.arange(0, BN)
     cmask = cols < hi
     if MASKED:
@@ -100,6 +102,8 @@ def _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh
         st = tl.dot(k, tl.trans(q), input_precision="ieee")
     else:
         st = tl.dot(k, tl.trans(q))
+    if PROBE == 2:
+        return cnt + tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
     x = st * a - lse2[None, :]
     if MASKED:
         valid = cmask[:, None] & rmask[None, :]
@@ -120,6 +124,8 @@ def _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh
     u = _lattice_u_tile(seed, bh, rb, t, BN)
     keepc = (u < tl.exp2(m + delta)) & cmask
     ki = keepc.to(tl.int32)
+    if PROBE == 1:
+        return cnt + tl.sum(ki, 0)
     pos = cnt + tl.cumsum(ki, 0) - 1
     tl.store(out_base + pos, cols, mask=keepc & (pos < U_cap))
     return cnt + tl.sum(ki, 0)
@@ -132,7 +138,7 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
                   a, log2c, gamma,
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr):
+                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr, PROBE: tl.constexpr = 0):
     rb = tl.program_id(0)
     bh = tl.program_id(1)
     if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
@@ -167,11 +173,11 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
     for t in range(0, n_full):
         cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
                           dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
-                          False, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE)
+                          False, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE, PROBE)
     for t in range(n_full, tl.cdiv(hi, BN)):
         cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
                           dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
-                          True, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE)
+                          True, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE, PROBE)
     tl.store(CNT + bh.to(tl.int64) * n_rb + rb, cnt)
 
 
@@ -334,11 +340,13 @@ _OVERRIDE: dict = {}  # benchmarks may set keys of config() here
 _DEBUG: dict = {}
 
 
-def union_capacity(c: float, Lk: int, BM: int) -> int:
+def union_capacity(c: float, Lk, BM: int) -> int:
     """Union slots per block. The union is the columns any of the BM rows keeps: at least the
     largest per-row count (<= c in expectation), at most BM * c. 16 c covers near-uniform attention
-    with BM = 128 (measured ~ 8.6 c); a block beyond it takes the all-columns path."""
-    return int(min(_pow2(max(Lk, 1)), max(64, _pow2(int(math.ceil(16 * c))))))
+    with BM = 128 (measured ~ 8.6 c); a block beyond it takes the all-columns path.
+    A symbolic Lk (dynamic shapes) is not read: the capacity must not specialize the graph."""
+    cap = max(64, _pow2(int(math.ceil(16 * c))))
+    return cap if isinstance(Lk, torch.SymInt) else int(min(_pow2(max(Lk, 1)), cap))
 
 
 def cnt_dummy(device):
@@ -371,9 +379,18 @@ def _torch_deterministic():
         torch.use_deterministic_algorithms(prev, warn_only=warn_only)
 
 
+def _direct(kernel):
+    return kernel
+
+
 def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sample_seed,
-                 deterministic=None, want_kept=False):
-    """(dq, dk, dv[, kept per row]) for canonical 4-D CUDA (or interpreter CPU) tensors."""
+                 deterministic=None, want_kept=False, launch=_direct):
+    """(dq, dk, dv[, kept per row]) for canonical 4-D CUDA (or interpreter CPU) tensors.
+
+    `launch` wraps each kernel before it is launched: torch.library.wrap_triton when this runs
+    inside the triton_op (sus_fx/kernels/triton_op.py), so that torch.compile traces the launches.
+    That path must stay free of host syncs and data-dependent Python: deterministic mode (which
+    sizes its buffers from the union counts) is only taken outside it."""
     B, H, Lq, D = q.shape
     Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[-1]
     G = H // Hkv
@@ -406,13 +423,13 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     cols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
 
     def run_union(U_cap, cols):
-        _union_kernel[grid](
+        launch(_union_kernel)[grid](
             q, k, lse, mask_t, cols, cnt, k1, seeds_t, seed_idx, seed,
             *q.stride(), *k.stride(), *ms,
             H, G, Hkv, Lq, Lk, n_rb, U_cap,
             a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
-            BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
+            BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr, PROBE=int(cfg.get("PROBE", 0)),
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
 
     if not exact:
@@ -440,9 +457,11 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     else:
         dk_buf = torch.zeros((B, Hkv, Lk, D), dtype=torch.float32, device=dev)
         dv_buf = torch.zeros((B, Hkv, Lk, Dv), dtype=torch.float32, device=dev)
-    kept = torch.empty((B, H, Lq), dtype=torch.int32, device=dev) if want_kept else cnt
+    # (a separate dummy when not recording: a tensor passed twice to one kernel would look aliased
+    # to torch.compile's analysis of what the kernel mutates)
+    kept = torch.empty((B, H, Lq) if want_kept else (1,), dtype=torch.int32, device=dev)
     SUB = 1 if deterministic else int(cfg.get("SUB", 1))  # deterministic partials are per parent-block slot
-    _sparse_bwd_kernel[(n_rb * SUB, B * H)](
+    launch(_sparse_bwd_kernel)[(n_rb * SUB, B * H)](
         q, k, v, out, grad_out, lse, mask_t, cols, cnt, dq, dk_buf, dv_buf, kept, seeds_t, seed_idx, seed,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *ms,
         H, G, Hkv, Lq, Lk, n_rb, U_cap,
