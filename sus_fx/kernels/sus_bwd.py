@@ -82,56 +82,6 @@ def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
 
 
 @triton.jit
-def _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask, dofs, dmask,
-                skn, skd, smm, smn, hi, U_cap, a, gamma,
-                MASKED: tl.constexpr, HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
-                BN: tl.constexpr, IEEE: tl.constexpr, PROBE: tl.constexpr):
-    """One key tile: S^T = K Q^T (keys on the MMA's M axis, so the max over the block's rows is a
-    per-thread/quad reduction), union decisions for its BN columns, compacted store.
-    PROBE (benchmarks only, wrong results): 1 skips the compaction (cumsum + scattered store),
-    2 also the per-entry epilogue; what phase (a) costs without them says where its time goes."""
-    cols = t * BN + tl.arange(0, BN)
-    cmask = cols < hi
-    if MASKED:
-        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
-                    mask=cmask[:, None] & dmask[None, :], other=0.0)
-    else:
-        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
-                    mask=dmask[None, :], other=0.0)
-    if IEEE:
-        st = tl.dot(k, tl.trans(q), input_precision="ieee")
-    else:
-        st = tl.dot(k, tl.trans(q))
-    if PROBE == 2:
-        return cnt + tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
-    x = st * a - lse2[None, :]
-    if MASKED:
-        valid = cmask[:, None] & rmask[None, :]
-        if CAUSAL:
-            valid = valid & (cols[:, None] <= rows[None, :])
-        if HAS_MASK:
-            mv = tl.load(mbase + rows[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
-                         mask=valid, other=0)
-            if MASK_BOOL:
-                valid = valid & (mv != 0)
-            else:
-                x = x + mv.to(tl.float32) * 1.4426950408889634
-        x = tl.where(valid, x, float("-inf"))
-    m = tl.max(x, axis=1)
-    # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
-    k1 = tl.load(k1base + cols, mask=cmask, other=0.0)
-    delta = a * gamma * qinf * k1 + 0.0009765625
-    u = _lattice_u_tile(seed, bh, rb, t, BN)
-    keepc = (u < tl.exp2(m + delta)) & cmask
-    ki = keepc.to(tl.int32)
-    if PROBE == 1:
-        return cnt + tl.sum(ki, 0)
-    pos = cnt + tl.cumsum(ki, 0) - 1
-    tl.store(out_base + pos, cols, mask=keepc & (pos < U_cap))
-    return cnt + tl.sum(ki, 0)
-
-
-@triton.jit
 def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, smb, smh, smm, smn,
                   H, G, Hkv, Lq, Lk, n_rb, U_cap,
@@ -139,6 +89,8 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                   IEEE: tl.constexpr, SEED_PTR: tl.constexpr, PROBE: tl.constexpr = 0):
+    """PROBE (benchmarks only, wrong results): 1 skips the compaction (cumsum + scattered store),
+    2 also the per-entry epilogue; what phase (a) costs without them says where its time goes."""
     rb = tl.program_id(0)
     bh = tl.program_id(1)
     if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
@@ -170,14 +122,55 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
         n_full = 0
     cnt = rb * 0
     out_base = COLS + (bh.to(tl.int64) * n_rb + rb) * U_cap
-    for t in range(0, n_full):
-        cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
-                          dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
-                          False, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE, PROBE)
-    for t in range(n_full, tl.cdiv(hi, BN)):
-        cnt = _union_tile(q, lse2, qinf, kbase, mbase, K1, k1base, out_base, cnt, seed, bh, rb, t, rows, rmask,
-                          dofs, dmask, skn, skd, smm, smn, hi, U_cap, a, gamma,
-                          True, HAS_MASK, MASK_BOOL, CAUSAL, BN, IEEE, PROBE)
+    # Two loops over key tiles, the same body: first the tiles that need no masking, then the rest.
+    # The body is written here rather than in a helper: torch.compile's analysis of what a kernel
+    # writes follows a stored address back through a helper call's arguments, so a helper that
+    # loads K and returns slots would make K look written.
+    for MASKED in tl.static_range(2):
+        t_lo = 0 if MASKED == 0 else n_full
+        t_hi = n_full if MASKED == 0 else tl.cdiv(hi, BN)
+        for t in range(t_lo, t_hi):
+            # S^T = K Q^T for one key tile: keys on the MMA's M axis, so the max over the block's
+            # rows is a per-thread/quad reduction
+            cols = t * BN + tl.arange(0, BN)
+            cmask = cols < hi
+            if MASKED == 1:
+                k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                            mask=cmask[:, None] & dmask[None, :], other=0.0)
+            else:
+                k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                            mask=dmask[None, :], other=0.0)
+            if IEEE:
+                st = tl.dot(k, tl.trans(q), input_precision="ieee")
+            else:
+                st = tl.dot(k, tl.trans(q))
+            if PROBE == 2:
+                cnt += tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
+            else:
+                x = st * a - lse2[None, :]
+                if MASKED == 1:
+                    valid = cmask[:, None] & rmask[None, :]
+                    if CAUSAL:
+                        valid = valid & (cols[:, None] <= rows[None, :])
+                    if HAS_MASK:
+                        mv = tl.load(mbase + rows[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
+                                     mask=valid, other=0)
+                        if MASK_BOOL:
+                            valid = valid & (mv != 0)
+                        else:
+                            x = x + mv.to(tl.float32) * 1.4426950408889634
+                    x = tl.where(valid, x, float("-inf"))
+                m = tl.max(x, axis=1)
+                # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
+                k1 = tl.load(k1base + cols, mask=cmask, other=0.0)
+                delta = a * gamma * qinf * k1 + 0.0009765625
+                u = _lattice_u_tile(seed, bh, rb, t, BN)
+                keepc = (u < tl.exp2(m + delta)) & cmask
+                ki = keepc.to(tl.int32)
+                if PROBE == 0:
+                    pos = cnt + tl.cumsum(ki, 0) - 1
+                    tl.store(out_base + pos, cols, mask=keepc & (pos < U_cap))
+                cnt += tl.sum(ki, 0)
     tl.store(CNT + bh.to(tl.int64) * n_rb + rb, cnt)
 
 
@@ -449,14 +442,17 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     elif deterministic:
         U_cap = _pow2(Lk if not is_causal else min(Lk, n_rb * BM))
 
-    dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=dev)
+    # Buffers the kernels write are 2-D (row-major, as the kernels index them) and viewed as 4-D
+    # afterwards: under torch 2.11 a written buffer with a leading size-1 dim and dynamic shapes
+    # trips Inductor's decomposition of the traced launch (pytorch/pytorch#181735).
+    dq = torch.empty((B * H * Lq, D), dtype=q.dtype, device=dev)
     if deterministic:
         nslots = B * H * n_rb * U_cap
         dk_buf = torch.zeros((nslots, DP), dtype=torch.float32, device=dev)
         dv_buf = torch.zeros((nslots, DVP), dtype=torch.float32, device=dev)
     else:
-        dk_buf = torch.zeros((B, Hkv, Lk, D), dtype=torch.float32, device=dev)
-        dv_buf = torch.zeros((B, Hkv, Lk, Dv), dtype=torch.float32, device=dev)
+        dk_buf = torch.zeros((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
+        dv_buf = torch.zeros((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
     # (a separate dummy when not recording: a tensor passed twice to one kernel would look aliased
     # to torch.compile's analysis of what the kernel mutates)
     kept = torch.empty((B, H, Lq) if want_kept else (1,), dtype=torch.int32, device=dev)
@@ -489,7 +485,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         dk = dk32[:, :D].reshape(B, Hkv, Lk, D).to(k.dtype)
         dv = dv32[:, :Dv].reshape(B, Hkv, Lk, Dv).to(v.dtype)
     else:
-        dk, dv = dk_buf.to(k.dtype), dv_buf.to(v.dtype)
+        dk, dv = dk_buf.view(B, Hkv, Lk, D).to(k.dtype), dv_buf.view(B, Hkv, Lk, Dv).to(v.dtype)
+    dq = dq.view(B, H, Lq, D)
     if want_kept:
         return dq, dk, dv, kept
     return dq, dk, dv
