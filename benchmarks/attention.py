@@ -1,7 +1,8 @@
 """SUS attention against SDPA (cuDNN, flash, efficient) and FlexAttention on one GPU.
 
     python3 benchmarks/attention.py --out DIR [--n 1024,2048,...] [--d 64,128] [--causal 1,0]
-                                    [--c 8,16,32,64] [--flex-n 4096,16384] [--tune]
+                                    [--c 8,16,32,64] [--flex-n 4096,16384] [--tune] [--graph]
+                                    [--compiled-n 2048,16384] [--extra-d 80,96,256 --extra-n 16384]
 
 bf16, B=1; H=32 for head dim 64, H=16 for head dim 128. For each case: forward, backward (on a
 retained graph), forward+backward (median ms of triton.testing.do_bench) and the peak memory of one
@@ -60,6 +61,44 @@ def measure(make_out, q, k, v, do):
     return dict(fwd=fwd, bwd=bwd, fwdbwd=fwdbwd, peak_mb=peak)
 
 
+def graph_fwdbwd(make_out, q, k, v, do):
+    """forward+backward replayed from a CUDA graph: the GPU time alone, no host overhead (what a
+    compiled model with mode="reduce-overhead" sees). None if the method cannot be captured."""
+    ins = (q, k, v)
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):  # warm up outside the capture (lazy init, autotune caches)
+                torch.autograd.grad(make_out(q, k, v), ins, do)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            grads = torch.autograd.grad(make_out(q, k, v), ins, do)
+        g.replay()
+        torch.cuda.synchronize()
+        t = bench(g.replay)
+        del grads, g
+        return t
+    except Exception as e:
+        print(f"    graph capture failed: {type(e).__name__}: {str(e)[:160]}", flush=True)
+        torch.cuda.synchronize()
+        return None
+
+
+def compiled_fwdbwd(make_out, q, k, v, do):
+    """forward+backward of torch.compile(fn) (Inductor; SUS's backward traced into its kernels)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    cf = torch.compile(make_out, fullgraph=True, dynamic=False)
+    ins = (q, k, v)
+    t0 = time.time()
+    torch.autograd.grad(cf(q, k, v), ins, do)
+    torch.cuda.synchronize()
+    compile_s = time.time() - t0
+    return bench(lambda: torch.autograd.grad(cf(q, k, v), ins, do)), compile_s
+
+
 def sdpa_fn(backend, causal):
     def f(q, k, v):
         with sdpa_kernel(BACKENDS[backend]):
@@ -115,6 +154,11 @@ def main():
     ap.add_argument("--noncausal-max-n", type=int, default=65536)
     ap.add_argument("--tune", default="", help="semicolon-separated config overrides k=v,k=v to time (c=32)")
     ap.add_argument("--stats", action="store_true")
+    ap.add_argument("--graph", action="store_true", help="also time forward+backward replayed from a CUDA graph")
+    ap.add_argument("--compiled-n", default="", help="n values (causal, D=128 case) at which to also time "
+                    "torch.compile'd cudnn SDPA and SUS c=32 forward+backward")
+    ap.add_argument("--extra-d", default="", help="more head dims, causal, at --extra-n only (c=32)")
+    ap.add_argument("--extra-n", default="16384")
     ap.add_argument("--pick", default="", help="semicolon-separated configs; per head dim, the fastest SUS "
                     "backward at n=16384 causal c=32 is used for the whole run")
     args = ap.parse_args()
@@ -132,11 +176,14 @@ def main():
         print("picked", picked, flush=True)
     ns = [int(x) for x in args.n.split(",") if x]
     flex_ns = {int(x) for x in args.flex_n.split(",") if x}
-    for D in [int(x) for x in args.d.split(",")]:
-        H = 16 if D == 128 else 32
+    compiled_ns = {int(x) for x in args.compiled_n.split(",") if x}
+    plan = [(D, [bool(int(x)) for x in args.causal.split(",")], ns, args.c) for D in [int(x) for x in args.d.split(",")]]
+    plan += [(int(D), [True], [int(x) for x in args.extra_n.split(",")], "32") for D in args.extra_d.split(",") if D]
+    for D, causals, ns, cs in plan:
+        H = 32 if D <= 64 else 16
         sus_bwd._OVERRIDE.clear()
         sus_bwd._OVERRIDE.update(picked.get(D, {}))
-        for causal in [bool(int(x)) for x in args.causal.split(",")]:
+        for causal in causals:
             for n in ns:
                 if not causal and n > args.noncausal_max_n:
                     continue
@@ -149,16 +196,27 @@ def main():
                            and (b == "cudnn" or n <= args.max_dense_n)]
                 if n in flex_ns:
                     methods.append(("flex", flex_fn(causal, n, dev)))
-                methods += [(f"sus c={c:g}", sus_fn(float(c), causal)) for c in map(float, args.c.split(","))]
+                methods += [(f"sus c={c:g}", sus_fn(float(c), causal)) for c in map(float, cs.split(","))]
                 for name, fn in methods:
                     try:
                         r = measure(fn, q, k, v, do)
+                        if args.graph and name != "flex":
+                            r["fwdbwd_graph"] = graph_fwdbwd(fn, q, k, v, do)
                     except Exception as e:  # a backend that refuses a shape
                         print(f"  {name} n={n} D={D} causal={causal}: {type(e).__name__}: {str(e)[:200]}", flush=True)
                         continue
                     row = dict(case, method=name, **r)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+                if n in compiled_ns and causal and D == 128:
+                    for name, fn in (("compiled cudnn", sdpa_fn("cudnn", causal)), ("compiled sus c=32", sus_fn(32.0, causal))):
+                        try:
+                            t, cs_ = compiled_fwdbwd(fn, q, k, v, do)
+                            row = dict(case, method=name, fwdbwd_compiled=t, compile_s=cs_)
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
+                        except Exception as e:
+                            print(f"  {name} n={n}: {type(e).__name__}: {str(e)[:300]}", flush=True)
                 if args.stats:
                     for c in map(float, args.c.split(",")):
                         st = union_stats(q.detach(), k.detach(), v.detach(), do, causal, c)
@@ -247,6 +305,23 @@ def make_table(rows, meta):
             out.append(f"| {D} | {H} | {int(causal)} | {n} | {r['method']} | {r['fwd']:.3f} | {r['bwd']:.3f} | "
                        f"{r['fwdbwd']:.3f} | {r['peak_mb']:.0f} | {best / r['fwdbwd']:.2f}x | {cud / r['bwd']:.2f}x | "
                        f"{r['bwd'] / r['fwd']:.2f} |")
+    gr = [r for r in rows if r.get("fwdbwd_graph") or "fwdbwd_compiled" in r]
+    if gr:
+        out.append("")
+        out.append("Host overhead removed: forward+backward replayed from a CUDA graph (GPU time only), and "
+                   "torch.compile'd (Inductor launches SUS's traced kernels):")
+        out.append("")
+        out.append("| D | causal | n | method | f+b eager | f+b CUDA graph | speedup vs best SDPA (graph) | f+b compiled |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in gr:
+            same = [x for x in rows if (x["D"], x["causal"], x["n"]) == (r["D"], r["causal"], r["n"])]
+            bestg = min((x["fwdbwd_graph"] for x in same if x["method"] in BACKENDS and x.get("fwdbwd_graph")),
+                        default=float("nan"))
+            g = r.get("fwdbwd_graph")
+            out.append(f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | "
+                       f"{r['fwdbwd']:.3f} | " if "fwdbwd" in r else f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | - | ")
+            out[-1] += (f"{g:.3f} | {bestg / g:.2f}x | " if g else "- | - | ")
+            out[-1] += (f"{r['fwdbwd_compiled']:.3f} (compile {r['compile_s']:.0f} s) |" if "fwdbwd_compiled" in r else "- |")
     st = [r for r in rows if r["method"].startswith("stats") or r["method"].startswith("tune")]
     if st:
         out.append("")

@@ -53,7 +53,22 @@ def main():
     def fb():
         sus_fx.sus_attention(qq, kk, vv, is_causal=True, c=32.0).backward(do)
 
-    res["public op fwd+bwd"] = host_and_wall(fb)
+    res["public op fwd+bwd (eager path: _EagerAttention)"] = host_and_wall(fb)
+    from sus_fx import ops, kernels  # noqa: F401
+    from sus_fx.kernels import triton_op  # noqa: F401
+    res["triton_op backward, eager call"] = host_and_wall(
+        lambda: torch.ops.sus.attention_backward_triton(do, q, k, v, None, o, lse, seeds, True, s, 32.0, 0))
+    plain = ops._plain_eager
+    ops._plain_eager = lambda *t: False  # the registered custom ops, as in the previous version
+    try:
+        res["public op fwd+bwd through the custom ops"] = host_and_wall(fb)
+    finally:
+        ops._plain_eager = plain
+    cf = torch.compile(lambda q, k, v: sus_fx.sus_attention(q, k, v, is_causal=True, c=32.0), fullgraph=True)
+    res["torch.compile'd fwd+bwd (traced kernels)"] = host_and_wall(lambda: cf(qq, kk, vv).backward(do))
+    cs = torch.compile(lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
+                       fullgraph=True)
+    res["torch.compile'd SDPA fwd+bwd"] = host_and_wall(lambda: cs(qq, kk, vv).backward(do))
 
     def cud():
         torch.nn.functional.scaled_dot_product_attention(qq, kk, vv, is_causal=True).backward(do)
