@@ -262,8 +262,20 @@ def _triton_op_takes(query, key, value, attn_mask, dropout_p, mask_grad) -> bool
         return False
     if not dispatch.kernels_take_backward(query, key, value, attn_mask, dropout_p):
         return False
+    if _TRACED_LAUNCH_NEEDS_STATIC_SHAPES and _has_symbolic_shape(query, key, value):
+        return False
     from .kernels import triton_op  # noqa: F401  (registers the op; imports triton)
     return True
+
+
+# torch < 2.13: Inductor's decomposition of a traced Triton launch can fail an internal assertion
+# under dynamic shapes (pytorch/pytorch#181735, fixed by #183334; seen on the H200 with 2.11), so
+# graphs with symbolic sizes keep the opaque op there: same kernels, launched from Python.
+_TRACED_LAUNCH_NEEDS_STATIC_SHAPES = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13)
+
+
+def _has_symbolic_shape(*tensors) -> bool:
+    return any(isinstance(s, torch.SymInt) for t in tensors for s in t.shape)
 
 
 def _backward(ctx, grad_out, grad_lse, grad_seed):

@@ -275,7 +275,8 @@ def test_compiled_backward_traces_the_kernels():
 
 
 def test_compiled_dynamic_lengths_one_compile():
-    """dynamic=True with the traced kernels: varying lengths, one compile, exact grads at c=inf."""
+    """dynamic=True: varying lengths, one compile, exact grads at c=inf (torch < 2.13 keeps the opaque
+    op for symbolic shapes, see ops._TRACED_LAUNCH_NEEDS_STATIC_SHAPES)."""
     import torch._dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
     cnt = CompileCounterWithBackend("inductor")

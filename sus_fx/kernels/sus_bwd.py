@@ -91,6 +91,10 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
                   IEEE: tl.constexpr, SEED_PTR: tl.constexpr, PROBE: tl.constexpr = 0):
     """PROBE (benchmarks only, wrong results): 1 skips the compaction (cumsum + scattered store),
     2 also the per-entry epilogue; what phase (a) costs without them says where its time goes."""
+    # Float scalars in fp32 whatever the launcher typed them: Inductor's launch of a traced kernel
+    # passes Python floats as fp64, which would turn every per-entry op below into fp64 math
+    # (measured 2.9x slower on the H200) and break the fp32 dots.
+    a, log2c, gamma = tl.cast(a, tl.float32), tl.cast(log2c, tl.float32), tl.cast(gamma, tl.float32)
     rb = tl.program_id(0)
     bh = tl.program_id(1)
     if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
@@ -185,6 +189,9 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
                        BM: tl.constexpr, BN: tl.constexpr, UB: tl.constexpr,
                        D: tl.constexpr, DP: tl.constexpr, DV_: tl.constexpr, DVP: tl.constexpr,
                        IEEE: tl.constexpr, SUB: tl.constexpr, SEED_PTR: tl.constexpr):
+    # fp32 scalars: see _union_kernel
+    sm_scale, a = tl.cast(sm_scale, tl.float32), tl.cast(a, tl.float32)
+    log2c, inv_c = tl.cast(log2c, tl.float32), tl.cast(inv_c, tl.float32)
     if SEED_PTR:
         seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
     # BM rows per program here; phase (a)'s blocks are SUB * BM rows: a sub-block reads its parent
