@@ -264,6 +264,10 @@ def _triton_op_takes(query, key, value, attn_mask, dropout_p, mask_grad) -> bool
         return False
     if _TRACED_LAUNCH_NEEDS_STATIC_SHAPES and _has_symbolic_shape(query, key, value):
         return False
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # the kernels read a bool mask through a uint8 view, which Inductor cannot lower ("torch.bool
+        # is not supported by torch.iinfo", H200, torch 2.11): bool masks keep the opaque op
+        return False
     from .kernels import triton_op  # noqa: F401  (registers the op; imports triton)
     return True
 
