@@ -25,27 +25,19 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
-import sus_fx  # noqa: E402
 from sus_fx.kernels import sus_bwd  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from profile_kernels import kernels  # noqa: E402
 
 
 def kernel_ms(fn, names=("_union_kernel", "_sparse_bwd_kernel"), reps=5):
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
+    """{name: device ms per call of the kernels whose name contains it, "other": the rest}."""
     out = {n: 0.0 for n in names}
-    other = 0.0
-    for e in prof.key_averages():
-        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
-        hit = [n for n in names if n in e.key]
-        if hit:
-            out[hit[0]] += t / 1000.0 / reps
-        elif e.device_type == torch.autograd.DeviceType.CUDA if hasattr(e, "device_type") else False:
-            other += t / 1000.0 / reps
-    out["other"] = other
+    out["other"] = 0.0
+    for ms, _, key in kernels(fn, reps):
+        hit = [n for n in names if n in key]
+        out[hit[0] if hit else "other"] += ms
     return out
 
 

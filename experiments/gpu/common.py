@@ -140,3 +140,20 @@ def device_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def whole_model_compare_rows(lines) -> list:
+    """Table rows (c, kernel, independent, extra-variance ratio) from samplers.json's
+    whole_model_compare entries."""
+    rows = []
+    for line in lines:
+        cells = [f"{line['c']:g}"]
+        for nm in [k for k in line if isinstance(line[k], dict)]:
+            r = line[nm]
+            cells.append(f"{100 * r['relative_increase']:.3g}% ± {100 * (r['relative_increase_se'] or 0):.2g}")
+        while len(cells) < 3:
+            cells.append("-")
+        rat = line.get("ratio_extra_variance_kernel_over_indep")
+        cells.append("-" if rat is None else f"{rat:.3f} ± {line['ratio_se']:.2f}")
+        rows.append(cells)
+    return rows

@@ -273,17 +273,7 @@ def summary(out, status, corpus, log):
             log(common.md_table(["dtype", "kernel BM", "c", "layers", "dQ", "dK", "dV"], body))
         cmp_ = sj.get("whole_model_compare") or []
         if cmp_:
-            body = []
-            for line in cmp_:
-                cells = [f"{line['c']:g}"]
-                for nm in [k for k in line if isinstance(line[k], dict)]:
-                    r = line[nm]
-                    cells.append(f"{100 * r['relative_increase']:.3g}% ± {100 * (r['relative_increase_se'] or 0):.2g}")
-                while len(cells) < 3:
-                    cells.append("-")
-                rat = line.get("ratio_extra_variance_kernel_over_indep")
-                cells.append("-" if rat is None else f"{rat:.3f} ± {line['ratio_se']:.2f}")
-                body.append(cells)
+            body = common.whole_model_compare_rows(cmp_)
             log("\n3b. whole model, relative variance increase, kernel vs independent (reference) sampler:")
             log(common.md_table(["c", "kernel", "independent", "(b) ratio kernel/indep"], body))
     pj = _load(os.path.join(out, "parity.json"))

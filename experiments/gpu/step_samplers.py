@@ -284,17 +284,7 @@ def print_tables(doc):
                                "dO cos lag 1", "dO cos in kernel block"], rows))
     cmp_ = doc.get("whole_model_compare") or []
     if cmp_:
-        rows = []
-        for line in cmp_:
-            cells = [f"{line['c']:g}"]
-            for nm in [k for k in line if isinstance(line[k], dict)]:
-                r = line[nm]
-                cells.append(f"{100 * r['relative_increase']:.3g}% ± {100 * (r['relative_increase_se'] or 0):.2g}")
-            while len(cells) < 3:
-                cells.append("-")
-            rat = line.get("ratio_extra_variance_kernel_over_indep")
-            cells.append("-" if rat is None else f"{rat:.3f} ± {line['ratio_se']:.2f}")
-            rows.append(cells)
+        rows = common.whole_model_compare_rows(cmp_)
         print(f"\nwhole model, relative gradient variance increase at n={doc['info']['n']} (batch size 1, fp32):")
         print(common.md_table(["c", "kernel sampler", "independent (reference)", "extra variance ratio kernel/indep"],
                               rows))
