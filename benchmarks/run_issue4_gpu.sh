@@ -1,7 +1,9 @@
 #!/bin/bash
-# Issue 4 on one GPU, in one device call: the kernel tests, the host-overhead table, the attention
-# benchmarks (main sweep with CUDA-graph and compiled timings, config pick, FlexAttention; other
-# head dims; where phase (a)'s time goes). Everything lands under $OUT/issue4; the tables print last.
+# Issue 4 on one GPU (~25 min; split it across device calls of 10 min): the GPU tests, the
+# host-overhead table, the attention benchmarks (D=128 sweep with CUDA-graph, compiled and
+# FlexAttention timings; D=64), the kernel profile, the compiled-vs-direct kernel diagnosis and the
+# end-to-end GPT. The stop-9 results in benchmarks/results/h200_* came from these commands, run in
+# parallel on the two GPUs of an nvidia-h200-x2 machine. Everything lands under $OUT/issue4.
 #   OUT=/tmp/o bash benchmarks/run_issue4_gpu.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -15,21 +17,22 @@ T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$D/progress.txt"; }
 
 stamp tests
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_gpu.py > "$D/tests_gpu.log" 2>&1
+timeout 330 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py tests/test_cuda_graphs_gpu.py > "$D/tests_gpu.log" 2>&1
 stamp "tests rc=$?"
 timeout 60 python3 benchmarks/overhead.py > "$D/overhead.md" 2>&1
 stamp "overhead rc=$?"
-timeout 250 python3 benchmarks/attention.py --out "$D/main" --n 1024,2048,4096,8192,16384,32768,65536 --d 128 \
-  --causal 1 --c 8,16,32,64 --max-dense-n 16384 --graph --compiled-n 2048,16384 --flex-n 2048,16384 \
-  --pick ";warps_a=8;stages_a=3;BN=128,warps_a=8,stages_a=3;UB=64;warps_b=8,SUB=1;BM=256,SUB=4,warps_a=8,U_cap=1024" \
-  > "$D/main.log" 2>&1
+timeout 260 python3 benchmarks/attention.py --out "$D/main" --n 1024,2048,4096,8192,16384,32768,65536 --d 128 \
+  --causal 1 --c 8,16,32,64 --max-dense-n 16384 --graph --compiled-n 2048,16384 --flex-n 2048,16384 > "$D/main.log" 2>&1
 stamp "main rc=$?"
-timeout 60 python3 benchmarks/attention.py --out "$D/probe" --n 16384 --d 128 --causal 1 --c 32 --backends cudnn \
-  --tune "PROBE=0;PROBE=1;PROBE=2" > "$D/probe.log" 2>&1
-stamp "probe rc=$?"
-timeout 120 python3 benchmarks/attention.py --out "$D/more" --n 4096,16384,65536 --d 64 --causal 1,0 --c 32 \
-  --noncausal-max-n 16384 --extra-d 80,96,256 --extra-n 16384 --graph > "$D/more.log" 2>&1
-stamp "more rc=$?"
+timeout 100 python3 benchmarks/attention.py --out "$D/d64" --n 4096,16384,65536 --d 64 --causal 1,0 --c 32 \
+  --noncausal-max-n 16384 --graph --compiled-n 16384 > "$D/d64.log" 2>&1
+stamp "d64 rc=$?"
+timeout 120 python3 benchmarks/profile_kernels.py --n 2048,16384 > "$D/profile.md" 2>&1
+stamp "profile rc=$?"
+timeout 130 python3 benchmarks/diagnose_e2e_bwd.py --train-steps 10 > "$D/diag.log" 2>&1
+stamp "diag rc=$?"
+timeout 400 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --budget-s 340 > "$D/e2e.log" 2>&1
+stamp "e2e rc=$?"
 tail -n 3 "$D/tests_gpu.log"
-cat "$D/overhead.md" | head -20
-for f in main probe more; do [ -f "$D/$f/attention.md" ] && cat "$D/$f/attention.md"; done
+for f in main d64; do [ -f "$D/$f/attention.md" ] && cat "$D/$f/attention.md"; done
+cat "$D/profile.md" "$D/e2e/e2e_gpt.md" 2>/dev/null
