@@ -12,9 +12,10 @@ batch at every step in every run, the same initial weights (torch.manual_seed(0)
 Parts, each wrapped so that a failure is recorded and the next part still runs:
   ddp        DDP(model), then torch.compile; each rank gets half of the global batch.
   rank_masks ranks seeded alike and fed identical inputs must draw different SUS masks:
-             (i) op level: sus::attention_forward on both ranks gives the same seed tensor, yet
-             sus::attention_backward's dK/dV differ between ranks (the rank enters the sampling
-             seed at run time, sus_fx.ops.rank_seed_offset), while with c=inf they agree up to
+             (i) op level: sus::attention_forward on both ranks draws the same dropout seed and
+             sampling seeds that differ by the rank offset (mixed in at run time when the forward
+             draws them, sus_fx.ops.rank_seed_offset), so sus::attention_backward's dK/dV differ
+             between ranks, while with c=inf they agree up to
              float rounding; (ii) model level: one no_sync step of the compiled DDP model on the same
              batch on both ranks: the local (not yet all-reduced) gradients differ.
   fsdp2      fully_shard on every block and on the root, then torch.compile; halves likewise.

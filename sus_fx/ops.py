@@ -121,11 +121,12 @@ def sample_seed_offset(backward_call: int = 0) -> int:
 
 
 def rank_seed_offset() -> int:
-    """Added to the sampling seed when the forward draws it (_draw_seeds, inside the opaque
-    sus::attention_forward, at run time). Data-parallel ranks are often seeded alike; without the
-    rank they would draw the same masks, and averaging their gradients would not average the SUS
-    noise away. Never baked into a compiled graph (a graph compiled, or cached, on rank 0 must not
-    carry rank 0's offset to rank 1)."""
+    """Added to the sampling seed when the forward draws it (_draw_seeds, at run time: in the
+    opaque sus::attention_forward when traced, in _EagerAttention for plain eager calls). The backward
+    adds nothing for the rank: it reads that seed (plus the retain_graph count, sample_seed_offset).
+    Data-parallel ranks are often seeded alike; without the rank they would draw the same masks,
+    and averaging their gradients would not average the SUS noise away. Never baked into a
+    compiled graph (a graph compiled, or cached, on rank 0 must not carry rank 0's offset to rank 1)."""
     return (_rank() * 0x9E3779B97F4A7C15) % _SEED_HIGH
 
 
