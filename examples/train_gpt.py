@@ -121,6 +121,17 @@ def train_run(*, cfg, init_seed, order_seed, c, steps, context, batch_size, lr, 
     pending = []  # losses still on the device: read at evaluations only (no host sync per step)
     t0 = time.time()
     stopped_by_time = False
+
+    def flush_and_evaluate(what):  # read the pending losses, evaluate, report
+        nonlocal pending
+        losses.extend(float(v) for v in torch.stack(pending).float().cpu())
+        pending = []
+        ev = evaluate(model, val, context, batch_size, eval_batches, device, amp)
+        evals.append((len(losses), ev))
+        if on_eval is not None:
+            on_eval(model, len(losses), losses, evals)
+        log(f"[{label}] {what} {len(losses)}/{steps}: train {losses[-1]:.4f} val {ev:.4f} ({time.time() - t0:.0f}s)")
+
     with ctx:
         for step in range(steps):
             progress = None
@@ -141,22 +152,9 @@ def train_run(*, cfg, init_seed, order_seed, c, steps, context, batch_size, lr, 
             opt.step()
             pending.append(loss.detach())
             if (step + 1) % eval_every == 0 or step == steps - 1:
-                losses.extend(float(v) for v in torch.stack(pending).float().cpu())
-                pending = []
-                ev = evaluate(model, val, context, batch_size, eval_batches, device, amp)
-                evals.append((step + 1, ev))
-                if on_eval is not None:
-                    on_eval(model, step + 1, losses, evals)
-                log(f"[{label}] step {step + 1}/{steps} train {losses[-1]:.4f} val {ev:.4f} "
-                    f"({time.time() - t0:.0f}s)")
+                flush_and_evaluate("step")
         if pending:  # stopped by time between evaluations
-            losses.extend(float(v) for v in torch.stack(pending).float().cpu())
-            ev = evaluate(model, val, context, batch_size, eval_batches, device, amp)
-            evals.append((len(losses), ev))
-            if on_eval is not None:
-                on_eval(model, len(losses), losses, evals)
-            log(f"[{label}] stopped by the time budget at step {len(losses)}/{steps}: train {losses[-1]:.4f} "
-                f"val {ev:.4f} ({time.time() - t0:.0f}s)")
+            flush_and_evaluate("stopped by the time budget at step")
     return model, {"label": label, "c": c, "init_seed": init_seed, "order_seed": order_seed, "train_loss": losses,
                    "val": evals, "seconds": time.time() - t0, "steps_done": len(losses),
                    "tokens": len(losses) * batch_size * context, "stopped_by_time": stopped_by_time}
