@@ -318,10 +318,10 @@ def make_table(rows, meta):
             bestg = min((x["fwdbwd_graph"] for x in same if x["method"] in BACKENDS and x.get("fwdbwd_graph")),
                         default=float("nan"))
             g = r.get("fwdbwd_graph")
-            out.append(f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | "
-                       f"{r['fwdbwd']:.3f} | " if "fwdbwd" in r else f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | - | ")
-            out[-1] += (f"{g:.3f} | {bestg / g:.2f}x | " if g else "- | - | ")
-            out[-1] += (f"{r['fwdbwd_compiled']:.3f} (compile {r['compile_s']:.0f} s) |" if "fwdbwd_compiled" in r else "- |")
+            eager = f"{r['fwdbwd']:.3f}" if "fwdbwd" in r else "-"
+            graph = f"{g:.3f} | {bestg / g:.2f}x" if g else "- | -"
+            comp = f"{r['fwdbwd_compiled']:.3f} (compile {r['compile_s']:.0f} s)" if "fwdbwd_compiled" in r else "-"
+            out.append(f"| {r['D']} | {int(r['causal'])} | {r['n']} | {r['method']} | {eager} | {graph} | {comp} |")
     st = [r for r in rows if r["method"].startswith("stats") or r["method"].startswith("tune")]
     if st:
         out.append("")
