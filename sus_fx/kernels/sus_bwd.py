@@ -450,8 +450,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         U_cap = _pow2(Lk if not is_causal else min(Lk, n_rb * BM))
 
     # Buffers the kernels write are 2-D (row-major, as the kernels index them) and viewed as 4-D
-    # afterwards: under torch 2.11 a written buffer with a leading size-1 dim and dynamic shapes
-    # trips Inductor's decomposition of the traced launch (pytorch/pytorch#181735).
+    # afterwards. This was a try at pytorch/pytorch#181735 (torch 2.11, dynamic shapes, a written
+    # buffer with a size-1 leading dim); it did not avoid it on the H200, ops._triton_op_takes
+    # does (symbolic shapes keep the opaque op there). The H200 results were measured with it.
     dq = torch.empty((B * H * Lq, D), dtype=q.dtype, device=dev)
     if deterministic:
         nslots = B * H * n_rb * U_cap
