@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from profile_kernels import kernels  # noqa: E402
 
 
-def kernel_ms(fn, names=("_union_kernel", "_sparse_bwd_kernel"), reps=5):
+def kernel_ms(fn, names=("_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel"), reps=5):
     """{name: device ms per call of the kernels whose name contains it, "other": the rest}."""
     out = {n: 0.0 for n in names}
     out["other"] = 0.0

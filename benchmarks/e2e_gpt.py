@@ -169,7 +169,7 @@ CATS = ["attention forward", "attention backward (dense)", "SUS backward (Triton
 
 def classify(name):
     n = name.lower()
-    if "_union_kernel" in n or "_sparse_bwd_kernel" in n or n.startswith("sus::attention_backward"):
+    if any(s in n for s in ("_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel")) or n.startswith("sus::attention_backward"):
         return "SUS backward (Triton)"
     if ("attention" in n and "backward" in n) or any(s in n for s in ("bprop", "flash_bwd", "fmha_cutlassb", "attention_backward", "dot_do_o", "convert_dq",
                             "_bwd_kernel", "attention_bwd")):

@@ -237,3 +237,40 @@ def test_triton_op_eager_matches_host_code(K):
     b = K.sus_backward(do, q, k, v, m, out, lse, False, s, 3.0, (seed, 1, 7), deterministic=False)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+
+
+
+def test_union_lists_hold_every_kept_column(K):
+    """Each block's union is listed in ascending order, holds every column a row of the block
+    keeps (read off dV with dO = I), and a block whose tile list overflows is marked so (count
+    above the capacity) and takes the all-columns path: same decisions, same gradients."""
+    L, c, BM = 48, 4.0, 16
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(1, 1, L, 16, generator=g) * 1.5
+    k = torch.randn(1, 1, L, 16, generator=g)
+    v = torch.randn(1, 1, L, L, generator=g)
+    do = torch.eye(L).reshape(1, 1, L, L)
+    out, lse = reference.forward(q, k, v, None, True, 0.25)
+    K._OVERRIDE["debug"] = "stats"
+    try:
+        dv = K.sus_backward(do, q, k, v, None, out, lse, True, 0.25, c, 77)[2]
+        cnt, cols, cap = K._DEBUG["cnt"].clone(), K._DEBUG["cols"].clone(), K._DEBUG["U_cap"]
+        K._OVERRIDE["T_cap"] = 1
+        dv1 = K.sus_backward(do, q, k, v, None, out, lse, True, 0.25, c, 77)[2]
+        cnt1 = K._DEBUG["cnt"].clone()
+    finally:
+        K._OVERRIDE.pop("debug")
+        K._OVERRIDE.pop("T_cap", None)
+    kept = dv[0, 0].T != 0  # [i, j]
+    for rb in range(L // BM):
+        n = int(cnt[rb])
+        assert 0 < n <= cap
+        listed = cols[rb * cap: rb * cap + n].tolist()
+        assert listed == sorted(set(listed)) and max(listed) < (rb + 1) * BM
+        need = set(torch.nonzero(kept[rb * BM:(rb + 1) * BM].any(0)).flatten().tolist())
+        assert need <= set(listed), (rb, need - set(listed))
+    tiles = [len({j // 16 for j in cols[rb * cap: rb * cap + int(cnt[rb])].tolist()}) for rb in range(L // BM)]
+    assert any(t > 1 for t in tiles)
+    for rb, t in enumerate(tiles):
+        assert (int(cnt1[rb]) > cap) == (t > 1)
+    assert torch.allclose(dv1, dv, rtol=1e-6, atol=1e-7)

@@ -82,20 +82,49 @@ def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
 
 
 @triton.jit
-def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
+def _key_l1_kernel(K, K1, skb, skh, skn, skd, Hkv, Lk, n_rows,
+                   D: tl.constexpr, DP: tl.constexpr, R: tl.constexpr):
+    """K1[(b * Hkv + h) * Lk + n] = sum_d |K[b, h, n, d]| in fp32, R key rows per program (for
+    the union kernel's rounding margin). One pass over K at memory speed: torch's vector_norm
+    took 71 us at 16k on the H200, this kind of pass ~20."""
+    r = tl.program_id(0).to(tl.int64) * R + tl.arange(0, R)
+    rm = r < n_rows
+    bh = r // Lk
+    n = r % Lk
+    dofs = tl.arange(0, DP)
+    base = (bh // Hkv) * skb + (bh % Hkv) * skh + n * skn
+    k = tl.load(K + base[:, None] + dofs[None, :] * skd, mask=rm[:, None] & (dofs < D)[None, :], other=0.0)
+    tl.store(K1 + r, tl.sum(tl.abs(k.to(tl.float32)), axis=1), mask=rm)
+
+
+@triton.jit
+def _union_kernel(Q, K, LSE, MASK, TW, TI, COLS, CNT, K1, ZK, ZV, SEEDS, seed_idx, seed,
                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, smb, smh, smm, smn,
-                  H, G, Hkv, Lq, Lk, n_rb, U_cap,
+                  H, G, Hkv, Lq, Lk, n_rb, T_cap, U_cap, z_rows,
                   a, log2c, gamma,
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr, PROBE: tl.constexpr = 0):
-    """PROBE (benchmarks only, wrong results): 1 skips the compaction (cumsum + scattered store),
-    2 also the per-entry epilogue; what phase (a) costs without them says where its time goes."""
+                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr, ZERO: tl.constexpr,
+                  DVP: tl.constexpr, DV_: tl.constexpr, WC: tl.constexpr, PROBE: tl.constexpr = 0):
+    """Writes the block's union as ascending column indices (COLS, capacity U_cap) and its size
+    (CNT). During the tile loop it records, per key tile that holds union columns, the tile (TI)
+    and its BN keep bits (TW, bit j: column t * BN + j): one word per tile instead of a cumsum and
+    a scattered store per tile (the scan across the tile's warps cost ~20% of this kernel on the
+    H200); after the loop it expands them. A block with more than T_cap such tiles has a union
+    bigger than U_cap (every listed tile holds a column): CNT = max(tiles, U_cap + 1) sends it down
+    phase (b)'s all-columns path.
+    ZERO: also zero this program's share (z_rows key rows) of the fp32 dK/dV accumulators, which
+    phase (b) adds into: the stores hide under this compute-bound kernel (a separate fill costs
+    ~60 us at 16k).
+    PROBE (benchmarks only, wrong results): 1 skips the word's reduction and store, 2 also the
+    per-entry epilogue; what phase (a) costs without them says where its time goes."""
+    tl.static_assert(BN <= 64, "a tile's keep bits must fit one int64 word")
     # Float scalars in fp32 whatever the launcher typed them: Inductor's launch of a traced kernel
     # passes Python floats as fp64, which would turn every per-entry op below into fp64 math
     # (measured 2.9x slower on the H200) and break the fp32 dots.
     a, log2c, gamma = tl.cast(a, tl.float32), tl.cast(log2c, tl.float32), tl.cast(gamma, tl.float32)
-    rb = tl.program_id(0)
+    # causal: the last blocks have the most tiles; launching them first keeps them out of the tail
+    rb = n_rb - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
         seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
@@ -124,8 +153,9 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
         n_full = Lk // BN
     if HAS_MASK:
         n_full = 0
-    cnt = rb * 0
-    out_base = COLS + (bh.to(tl.int64) * n_rb + rb) * U_cap
+    nt = rb * 0
+    blk = bh.to(tl.int64) * n_rb + rb
+    bits = tl.full([BN], 1, tl.int64) << tl.arange(0, BN).to(tl.int64)
     # Two loops over key tiles, the same body: first the tiles that need no masking, then the rest.
     # The body is written here rather than in a helper: torch.compile's analysis of what a kernel
     # writes follows a stored address back through a helper call's arguments, so a helper that
@@ -149,7 +179,7 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
             else:
                 st = tl.dot(k, tl.trans(q))
             if PROBE == 2:
-                cnt += tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
+                nt += tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
             else:
                 x = st * a - lse2[None, :]
                 if MASKED == 1:
@@ -170,12 +200,47 @@ def _union_kernel(Q, K, LSE, MASK, COLS, CNT, K1, SEEDS, seed_idx, seed,
                 delta = a * gamma * qinf * k1 + 0.0009765625
                 u = _lattice_u_tile(seed, bh, rb, t, BN)
                 keepc = (u < tl.exp2(m + delta)) & cmask
-                ki = keepc.to(tl.int32)
-                if PROBE == 0:
-                    pos = cnt + tl.cumsum(ki, 0) - 1
-                    tl.store(out_base + pos, cols, mask=keepc & (pos < U_cap))
-                cnt += tl.sum(ki, 0)
-    tl.store(CNT + bh.to(tl.int64) * n_rb + rb, cnt)
+                if PROBE == 1:
+                    nt += tl.max(keepc.to(tl.int32), 0)
+                else:
+                    # distinct powers of two: their sum is the bitwise or
+                    word = tl.sum(tl.where(keepc, bits, 0), 0)
+                    hit = word != 0
+                    tl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
+                    tl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
+                    nt += hit.to(tl.int32)
+    if ZERO:
+        if h % G == 0:  # one program per (kv head, row share)
+            zr = tl.arange(0, 64)
+            zrow0 = (b64 * Hkv + hk) * Lk
+            zhi = tl.minimum((rb + 1) * z_rows, Lk)
+            vofs = tl.arange(0, DVP)
+            for r0 in range(rb * z_rows, zhi, 64):
+                r = r0 + zr
+                rm = r < zhi
+                rr = (zrow0 + r.to(tl.int64))[:, None]
+                tl.store(ZK + rr * D + dofs[None, :], tl.zeros([64, DP], tl.float32), mask=rm[:, None] & dmask[None, :])
+                tl.store(ZV + rr * DV_ + vofs[None, :], tl.zeros([64, DVP], tl.float32),
+                         mask=rm[:, None] & (vofs < DV_)[None, :])
+    # the tile words -> column indices. The barrier makes this program's stores above visible to
+    # all its threads.
+    tl.debug_barrier()
+    jl = tl.arange(0, BN).to(tl.int64)
+    base = nt * 0
+    n_w = tl.minimum(nt, T_cap)
+    for w0 in range(0, n_w, WC):
+        ws = w0 + tl.arange(0, WC)
+        wm = ws < n_w
+        word = tl.load(TW + blk * T_cap + ws, mask=wm, other=0)
+        tile = tl.load(TI + blk * T_cap + ws, mask=wm, other=0)
+        on = ((word[:, None] >> jl[None, :]) & 1).to(tl.int32)  # [WC, BN]
+        per_word = tl.sum(on, axis=1)
+        first = base + tl.cumsum(per_word, 0) - per_word  # slot of each word's first column
+        pos = first[:, None] + tl.cumsum(on, axis=1) - on
+        col = tile[:, None] * BN + jl[None, :].to(tl.int32)
+        tl.store(COLS + blk * U_cap + pos, col, mask=(on != 0) & (pos < U_cap))
+        base += tl.sum(per_word, 0)
+    tl.store(CNT + blk, tl.where(nt > T_cap, tl.maximum(nt, U_cap + 1), base))
 
 
 @triton.jit
@@ -196,7 +261,7 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
         seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
     # BM rows per program here; phase (a)'s blocks are SUB * BM rows: a sub-block reads its parent
     # block's union (a superset of its own) and the parent's uniforms.
-    rs = tl.program_id(0)
+    rs = tl.num_programs(0) - 1 - tl.program_id(0)  # longest first, as in _union_kernel
     rb = rs // SUB
     bh = tl.program_id(1)
     b = bh // H
@@ -422,30 +487,49 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
     cols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
 
+    # The fp32 dK/dV accumulators of the atomics path are zeroed by the union kernel (ZERO);
+    # otherwise it gets two 1-element dummies (distinct: one tensor passed twice would look aliased
+    # to torch.compile's analysis of what a kernel writes) and the buffers are made below.
+    zero_in_union = not exact and not deterministic
+    if zero_in_union:
+        dk_buf = torch.empty((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
+        dv_buf = torch.empty((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
+    else:
+        dk_buf, dv_buf = (torch.empty(1, dtype=torch.float32, device=dev) for _ in range(2))
+
     def run_union(U_cap, cols):
+        # every listed tile holds >= 1 union column, so U_cap tile slots cover any union that fits
+        T_cap = int(cfg.get("T_cap", U_cap))  # (a smaller T_cap: tests of the overflow path)
+        tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
+        ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
         launch(_union_kernel)[grid](
-            q, k, lse, mask_t, cols, cnt, k1, seeds_t, seed_idx, seed,
+            q, k, lse, mask_t, tw, ti, cols, cnt, k1, dk_buf, dv_buf, seeds_t, seed_idx, seed,
             *q.stride(), *k.stride(), *ms,
-            H, G, Hkv, Lq, Lk, n_rb, U_cap,
+            H, G, Hkv, Lq, Lk, n_rb, T_cap, U_cap, triton.cdiv(Lk, n_rb),
             a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
-            BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr, PROBE=int(cfg.get("PROBE", 0)),
+            BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr, ZERO=zero_in_union,
+            DVP=DVP, DV_=Dv, WC=32, PROBE=int(cfg.get("PROBE", 0)),
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
 
     if not exact:
-        k1 = torch.linalg.vector_norm(k, ord=1, dim=-1, dtype=torch.float32).contiguous()  # L1 norm of each key row, for the rounding margin
+        k1 = torch.empty(B * Hkv * Lk, dtype=torch.float32, device=dev)  # L1 norm of each key row
+        launch(_key_l1_kernel)[(triton.cdiv(B * Hkv * Lk, 64),)](k, k1, *k.stride(), Hkv, Lk, B * Hkv * Lk,
+                                                                D=D, DP=DP, R=64, num_warps=4)
         run_union(U_cap, cols)
         if "debug" in cfg:
-            _DEBUG.update(cnt=cnt, U_cap=U_cap, BM=BM)
+            _DEBUG.update(cnt=cnt, cols=cols, U_cap=U_cap, BM=BM)
             if cfg["debug"] == "union_only":
                 return None
         if deterministic:
-            # the partial buffers are per slot: size the capacity so that no block overflows
+            # the partial buffers are per slot: size the capacity so that no block overflows (an
+            # overflowing block's count is a lower bound, so this may take more than one round)
             need = int(cnt.max().item()) if cnt.numel() else 0
-            if need > U_cap:
+            while need > U_cap:
                 U_cap = _pow2(need)
                 cols = torch.empty(B * H * n_rb * U_cap, dtype=torch.int32, device=dev)
                 run_union(U_cap, cols)
+                need = int(cnt.max().item())
     elif deterministic:
         U_cap = _pow2(Lk if not is_causal else min(Lk, n_rb * BM))
 
@@ -458,7 +542,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         nslots = B * H * n_rb * U_cap
         dk_buf = torch.zeros((nslots, DP), dtype=torch.float32, device=dev)
         dv_buf = torch.zeros((nslots, DVP), dtype=torch.float32, device=dev)
-    else:
+    elif not zero_in_union:
         dk_buf = torch.zeros((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
         dv_buf = torch.zeros((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
     # (a separate dummy when not recording: a tensor passed twice to one kernel would look aliased
