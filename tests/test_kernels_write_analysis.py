@@ -25,10 +25,9 @@ import torch
 
 pytest.importorskip("triton")
 
-# the union kernel also zeroes the fp32 dK/dV accumulators (ZK, ZV) that the sparse kernel adds into
-EXPECTED = {"_key_l1_kernel": ["K1"], "_union_kernel": ["CNT", "COLS", "TI", "TW", "ZK", "ZV"],
+EXPECTED = {"_key_l1_kernel": ["K1"], "_union_kernel": ["CNT", "TI", "TW"], "_union_expand_kernel": ["CNT", "COLS"],
             "_sparse_bwd_kernel": ["DK", "DQ", "DV"]}
-SAMPLED = ["_key_l1_kernel", "_union_kernel", "_sparse_bwd_kernel"]
+SAMPLED = ["_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel"]
 CASES = [(mask, c) for mask in (None, "bool", "float") for c in (8.0, float("inf"))]
 
 
