@@ -530,7 +530,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     # The fp32 dK/dV accumulators of the atomics path are zeroed by the union kernel (ZERO);
     # otherwise it gets two 1-element dummies (distinct: one tensor passed twice would look aliased
     # to torch.compile's analysis of what a kernel writes) and the buffers are made below.
-    zero_in_union = not exact and not deterministic and int(cfg.get("zero", 0)) > 0
+    zero_in_union = not exact and not deterministic and int(cfg.get("zero", 2)) > 0
     if zero_in_union:
         dk_buf = torch.empty((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
         dv_buf = torch.empty((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
@@ -551,7 +551,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
             BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
-            ZERO=int(cfg.get("zero", 0)) if zero_in_union else 0, EXPAND=fused,
+            ZERO=int(cfg.get("zero", 2)) if zero_in_union else 0, EXPAND=fused,
             DVP=DVP, DV_=Dv, WC=int(cfg.get("WC", 64)), PROBE=int(cfg.get("PROBE", 0)),
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
         if not fused:
