@@ -1,6 +1,7 @@
 """Triton kernels for the SUS attention backward (CUDA; also run under TRITON_INTERPRET=1 in CI).
 
-Two launches per backward (see notes/KERNELS.md for the reasoning and the measurements):
+Four launches per backward, two of them doing the work (see notes/KERNELS.md for the reasoning
+and the measurements):
 
 (a) `_union_kernel`, grid (query blocks, B*H). For one block of BM query rows it recomputes
     S = Q K^T tile by tile (causal tiles above the diagonal skipped, masks applied) and finds the
@@ -10,8 +11,11 @@ Two launches per backward (see notes/KERNELS.md for the reasoning and the measur
     shifted lattice). Entry (i, j) is kept iff u_j < c W_ij, so the keep probability of every
     entry is exactly q'_ij = min(1, ceil(c W_ij 2^23) / 2^23), whatever the correlations.
     Since exp is monotone, "some row keeps j" is u_j < exp2(max_i x_ij) with x the log2 of c W:
-    phase (a) needs one max over the rows per column and no per-entry exp. It writes only the
-    column indices of the union (capacity U_cap per block) and the union size.
+    phase (a) needs one max over the rows per column and no per-entry exp. Per key tile it
+    writes one word of keep bits (only for tiles holding union columns); `_union_expand_kernel`
+    turns the words into the column indices of the union (capacity U_cap per block) and its size.
+    It also zeroes the fp32 dK/dV accumulators (stores that hide under its compute).
+    `_key_l1_kernel` runs first: the L1 norm of every key row, for the rounding margin.
 (b) `_sparse_bwd_kernel`, grid (query blocks, B*H). For each chunk of UB union columns it
     gathers K_j, V_j, recomputes S (tensor cores), re-makes the keep decision itself from the
     same u_j, weights kept entries by W / q' (computed from the same fp32 numbers as the

@@ -2,8 +2,8 @@
 
 A plain custom op is opaque to Inductor: the compiled backward calls back into Python, which
 launches the kernels. Registered with `triton_op` and launched through `wrap_triton`, the same
-host code (sus_bwd.sus_backward) is traced instead: Inductor sees the two Triton kernels and the
-few torch ops around them (the L1 norms, zero-fills, casts, which it compiles and fuses), and
+host code (sus_bwd.sus_backward) is traced instead: Inductor sees the Triton kernels (key L1 norms,
+union, its expansion, sparse backward) and the few torch ops around them (casts, which it fuses), and
 launches everything from its own generated code. In eager mode the op simply runs that code.
 
 Only the paths that need no host sync go through here (ops.py decides): no deterministic mode
