@@ -1,3 +1,11 @@
+#!/bin/bash
+# The device call of stop 10 that timed the union pass's expansion and zeroing variants side by
+# side (results: benchmarks/results/h200_stop10_3_*), then reran the GPU tests. It ran at commit
+# 07416c2, where sus_bwd's config had the knobs expand=0/1 (separate kernel / end of the union kernel),
+# zero=0/1/2 (torch.zeros / end / start of the union kernel) and WC. The winner (separate
+# expansion, WC=64, zeroing at the start) is now the only path; config key zero=0 still selects
+# torch.zeros.   OUT=/tmp/o bash benchmarks/run_union_variants_gpu.sh
+cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
 D=$OUT/tune; mkdir -p $D
 timeout 200 python3 benchmarks/attention.py --out $D --n 2048,16384 --d 128 --causal 1 --c 32 --backends cudnn \

@@ -25,7 +25,7 @@ import torch
 
 pytest.importorskip("triton")
 
-EXPECTED = {"_key_l1_kernel": ["K1"], "_union_kernel": ["CNT", "TI", "TW", "ZK", "ZV"], "_union_expand_kernel": ["CNT", "COLS"],
+EXPECTED = {"_key_l1_kernel": ["K1"], "_union_kernel": ["NT", "TI", "TW", "ZK", "ZV"], "_union_expand_kernel": ["CNT", "COLS"],
             "_sparse_bwd_kernel": ["DK", "DQ", "DV"]}
 SAMPLED = ["_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel"]
 CASES = [(mask, c) for mask in (None, "bool", "float") for c in (8.0, float("inf"))]

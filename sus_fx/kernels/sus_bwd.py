@@ -102,21 +102,20 @@ def _key_l1_kernel(K, K1, skb, skh, skn, skd, Hkv, Lk, n_rows,
 
 
 @triton.jit
-def _union_kernel(Q, K, LSE, MASK, TW, TI, COLS, CNT, K1, ZK, ZV, SEEDS, seed_idx, seed,
+def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed,
                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, smb, smh, smm, smn,
-                  H, G, Hkv, Lq, Lk, n_rb, T_cap, U_cap, z_rows,
+                  H, G, Hkv, Lq, Lk, n_rb, T_cap, z_rows,
                   a, log2c, gamma,
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr, ZERO: tl.constexpr, EXPAND: tl.constexpr,
-                  DVP: tl.constexpr, DV_: tl.constexpr, WC: tl.constexpr, PROBE: tl.constexpr = 0):
-    """Writes the block's union as ascending column indices (COLS, capacity U_cap) and its size
-    (CNT). During the tile loop it records, per key tile that holds union columns, the tile (TI)
-    and its BN keep bits (TW, bit j: column t * BN + j): one word per tile instead of a cumsum and
-    a scattered store per tile (the scan across the tile's warps cost ~20% of this kernel on the
-    H200); after the loop it expands them. A block with more than T_cap such tiles has a union
-    bigger than U_cap (every listed tile holds a column): CNT = max(tiles, U_cap + 1) sends it down
-    phase (b)'s all-columns path.
+                  IEEE: tl.constexpr, SEED_PTR: tl.constexpr, ZERO: tl.constexpr,
+                  DVP: tl.constexpr, DV_: tl.constexpr, PROBE: tl.constexpr = 0):
+    """Records, per key tile that holds union columns of the block, the tile (TI) and its BN keep
+    bits (TW, bit j: column t * BN + j), and the number of such tiles (NT, may exceed T_cap): one
+    word per tile instead of a cumsum and a scattered store per tile (the scan across the tile's
+    warps cost ~20% of this kernel on the H200). `_union_expand_kernel` turns them into columns.
+    (Expanding at the end of this kernel, measured on the H200, was slower: the latency-bound
+    tail of each program did not hide under the other CTA's MMAs.)
     ZERO: also zero this program's share (z_rows key rows) of the fp32 dK/dV accumulators, which
     phase (b) adds into: the stores hide under this compute-bound kernel (a separate fill costs
     ~60 us at 16k).
@@ -160,7 +159,7 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, COLS, CNT, K1, ZK, ZV, SEEDS, seed_id
     nt = rb * 0
     blk = bh.to(tl.int64) * n_rb + rb
     bits = tl.full([BN], 1, tl.int64) << tl.arange(0, BN).to(tl.int64)
-    if ZERO == 2:
+    if ZERO:
         if h % G == 0:  # one program per (kv head, row share)
             zr = tl.arange(0, 64)
             zrow0 = (b64 * Hkv + hk) * Lk
@@ -226,47 +225,15 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, COLS, CNT, K1, ZK, ZV, SEEDS, seed_id
                     tl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
                     tl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
                     nt += hit.to(tl.int32)
-    if ZERO == 1:
-        if h % G == 0:  # one program per (kv head, row share)
-            zr = tl.arange(0, 64)
-            zrow0 = (b64 * Hkv + hk) * Lk
-            zhi = tl.minimum((rb + 1) * z_rows, Lk)
-            vofs = tl.arange(0, DVP)
-            for r0 in range(rb * z_rows, zhi, 64):
-                r = r0 + zr
-                rm = r < zhi
-                rr = (zrow0 + r.to(tl.int64))[:, None]
-                tl.store(ZK + rr * D + dofs[None, :], tl.zeros([64, DP], tl.float32), mask=rm[:, None] & dmask[None, :])
-                tl.store(ZV + rr * DV_ + vofs[None, :], tl.zeros([64, DVP], tl.float32),
-                         mask=rm[:, None] & (vofs < DV_)[None, :])
-    if EXPAND:
-        # the tile words -> column indices. The barrier makes this program's stores above visible to
-        # all its threads.
-        tl.debug_barrier()
-        jl = tl.arange(0, BN).to(tl.int64)
-        base = nt * 0
-        n_w = tl.minimum(nt, T_cap)
-        for w0 in range(0, n_w, WC):
-            ws = w0 + tl.arange(0, WC)
-            wm = ws < n_w
-            word = tl.load(TW + blk * T_cap + ws, mask=wm, other=0)
-            tile = tl.load(TI + blk * T_cap + ws, mask=wm, other=0)
-            on = ((word[:, None] >> jl[None, :]) & 1).to(tl.int32)  # [WC, BN]
-            per_word = tl.sum(on, axis=1)
-            first = base + tl.cumsum(per_word, 0) - per_word  # slot of each word's first column
-            pos = first[:, None] + tl.cumsum(on, axis=1) - on
-            col = tile[:, None] * BN + jl[None, :].to(tl.int32)
-            tl.store(COLS + blk * U_cap + pos, col, mask=(on != 0) & (pos < U_cap))
-            base += tl.sum(per_word, 0)
-        tl.store(CNT + blk, tl.where(nt > T_cap, tl.maximum(nt, U_cap + 1), base))
-    else:
-        tl.store(CNT + blk, nt)  # the tile count: _union_expand_kernel reads it
+    tl.store(NT + blk, nt)
 
 
 @triton.jit
 def _union_expand_kernel(TW, TI, NT, COLS, CNT, T_cap, U_cap, BN: tl.constexpr, WC: tl.constexpr):
-    """_union_kernel's expansion (EXPAND=0) as a kernel of its own: NT (the tile counts, in CNT's
-    buffer) -> COLS, CNT."""
+    """Phase (a)'s tile words -> the block's union as ascending column indices (COLS, capacity
+    U_cap) and its size (CNT). A block with more than T_cap tiles has a union bigger than U_cap
+    (every listed tile holds a column): CNT = max(tiles, U_cap + 1) sends it down phase (b)'s
+    all-columns path. One program per block, WC words per step."""
     blk = tl.program_id(0).to(tl.int64)
     nt = tl.load(NT + blk)
     jl = tl.arange(0, BN).to(tl.int64)
@@ -531,37 +498,34 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
     cols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
 
-    # The fp32 dK/dV accumulators of the atomics path are zeroed by the union kernel (ZERO);
+    # The fp32 dK/dV accumulators of the atomics path are zeroed at the start of the union kernel
+    # (ZERO; the fastest of the variants timed on the H200, 0.14 ms less than torch.zeros at 16k);
     # otherwise it gets two 1-element dummies (distinct: one tensor passed twice would look aliased
     # to torch.compile's analysis of what a kernel writes) and the buffers are made below.
-    zero_in_union = not exact and not deterministic and int(cfg.get("zero", 2)) > 0
+    zero_in_union = not exact and not deterministic and bool(cfg.get("zero", 1))
     if zero_in_union:
         dk_buf = torch.empty((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
         dv_buf = torch.empty((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
     else:
         dk_buf, dv_buf = (torch.empty(1, dtype=torch.float32, device=dev) for _ in range(2))
 
-    fused = bool(int(cfg.get("expand", 0)))
-
     def run_union(U_cap, cols):
         # every listed tile holds >= 1 union column, so U_cap tile slots cover any union that fits
         T_cap = int(cfg.get("T_cap", U_cap))  # (a smaller T_cap: tests of the overflow path)
         tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
         ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
+        nt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
         launch(_union_kernel)[grid](
-            q, k, lse, mask_t, tw, ti, cols, cnt, k1, dk_buf, dv_buf, seeds_t, seed_idx, seed,
+            q, k, lse, mask_t, tw, ti, nt, k1, dk_buf, dv_buf, seeds_t, seed_idx, seed,
             *q.stride(), *k.stride(), *ms,
-            H, G, Hkv, Lq, Lk, n_rb, T_cap, U_cap, triton.cdiv(Lk, n_rb),
+            H, G, Hkv, Lq, Lk, n_rb, T_cap, triton.cdiv(Lk, n_rb),
             a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
             BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
-            ZERO=int(cfg.get("zero", 2)) if zero_in_union else 0, EXPAND=fused,
-            DVP=DVP, DV_=Dv, WC=int(cfg.get("WC", 64)), PROBE=int(cfg.get("PROBE", 0)),
+            ZERO=zero_in_union, DVP=DVP, DV_=Dv, PROBE=int(cfg.get("PROBE", 0)),
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
-        if not fused:
-            nt = cnt.clone()
-            launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN,
-                                                            WC=int(cfg.get("WC", 64)), num_warps=4)
+        launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
+                                                        num_warps=4)
 
     if not exact:
         k1 = torch.empty(B * Hkv * Lk, dtype=torch.float32, device=dev)  # L1 norm of each key row

@@ -1,0 +1,50 @@
+"""The union pass as the H100/H200 compiler sees it, checked on CPU (CI has no GPU).
+
+benchmarks/compile_sm90.py compiles the backward's kernels for sm_90 with Triton's passes and the
+ptxas in its wheel. The union pass is compute bound and relies on two things the source does not
+show: its K tiles are loaded by pipelined async copies (a change of the load's form, e.g. a
+non-unit stride or a load that feeds something else first, silently loses that), and two CTAs fit
+on one SM (registers, shared memory), which is what overlaps one CTA's MMAs with the other's
+per-entry epilogue. A kernel change that breaks either shows up here before a GPU run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SM90_REGS, SM90_SMEM = 65536, 227 * 1024  # per SM; at most 227 KB of shared memory per CTA group
+
+
+@pytest.fixture(scope="module")
+def rows():
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SUS_FX_INTERPRET_KERNELS")}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compile_sm90.py"), "--json", "--d", "128,64"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and "ptxas" in proc.stderr and "No such file" in proc.stderr:
+        pytest.skip("this Triton wheel ships no ptxas")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {(r["kernel"], r["D"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+@pytest.mark.parametrize("D", [128, 64])
+def test_union_pass_pipelined_two_ctas_per_sm(rows, D):
+    r = rows[("_union_kernel", D)]
+    assert r["async_copies"] > 0, r  # K tiles streamed by cp.async, not loaded through registers
+    assert r["wgmma"] >= 1, r
+    assert r["spill_bytes"] == 0, r
+    threads = 4 * 32
+    assert 2 * r["registers"] * threads <= SM90_REGS and 2 * r["shared_bytes"] <= SM90_SMEM, r
+
+
+def test_every_kernel_compiles_for_sm90(rows):
+    assert {k for k, _ in rows} == {"_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel"}
+    for r in rows.values():
+        assert r["registers"] <= 255, r
