@@ -138,18 +138,25 @@ def test_seed_reproducible_and_modes_agree(K):
         assert _rel(x, y) < 1e-6
 
 
+def _identity_do_problem(L, seed, causal, scale):
+    """One head, L rows, peaky scores, V of width L and dO = I, so that dV[j, i] = W~_ij: the
+    sampled matrix can be read off dV. (q, k, v, do, out, lse)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 1, L, 16, generator=g) * 1.5
+    k = torch.randn(1, 1, L, 16, generator=g)
+    v = torch.randn(1, 1, L, L, generator=g)
+    do = torch.eye(L).reshape(1, 1, L, L)
+    out, lse = reference.forward(q, k, v, None, causal, scale)
+    return q, k, v, do, out, lse
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_keep_probabilities_exact(K, causal):
     """With dO = I, dV[j, i] = W~_ij: read the sampled matrix off dV. Each entry must be kept with
     probability min(1, c W_ij) (binomial test over seeds) and weighted by W_ij / q_ij."""
     L, c, N = 32, 4.0, 160
-    g = torch.Generator().manual_seed(7)
-    q = torch.randn(1, 1, L, 16, generator=g) * 1.5
-    k = torch.randn(1, 1, L, 16, generator=g)
-    v = torch.randn(1, 1, L, L, generator=g)
-    do = torch.eye(L).reshape(1, 1, L, L)
     s = 0.25
-    out, lse = reference.forward(q, k, v, None, causal, s)
+    q, k, v, do, out, lse = _identity_do_problem(L, 7, causal, s)
     logits = (q[0, 0].double() @ k[0, 0].double().T) * s
     if causal:
         logits = logits.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
@@ -245,12 +252,7 @@ def test_union_lists_hold_every_kept_column(K):
     keeps (read off dV with dO = I), and a block whose tile list overflows is marked so (count
     above the capacity) and takes the all-columns path: same decisions, same gradients."""
     L, c, BM = 48, 4.0, 16
-    g = torch.Generator().manual_seed(11)
-    q = torch.randn(1, 1, L, 16, generator=g) * 1.5
-    k = torch.randn(1, 1, L, 16, generator=g)
-    v = torch.randn(1, 1, L, L, generator=g)
-    do = torch.eye(L).reshape(1, 1, L, L)
-    out, lse = reference.forward(q, k, v, None, True, 0.25)
+    q, k, v, do, out, lse = _identity_do_problem(L, 11, True, 0.25)
     K._OVERRIDE["debug"] = "stats"
     try:
         dv = K.sus_backward(do, q, k, v, None, out, lse, True, 0.25, c, 77)[2]
