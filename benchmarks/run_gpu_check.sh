@@ -5,14 +5,7 @@
 #   OUT=/tmp/o bash benchmarks/run_gpu_check.sh [extra attention.py args]
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD
-D=${OUT:-/tmp/out}/check
-mkdir -p "$D"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-} > "$D/versions.txt" 2>&1
-T0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$D/progress.txt"; }
+. benchmarks/gpu_run_setup.sh check
 timeout ${TESTS_S:-240} python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py ${TESTS_EXTRA:-} > "$D/tests_gpu.log" 2>&1
 stamp "tests rc=$?"
 timeout 100 python3 benchmarks/profile_kernels.py --n 2048,16384 > "$D/profile.md" 2>&1

@@ -7,14 +7,7 @@
 #   OUT=/tmp/o bash benchmarks/run_issue4_gpu.sh
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD
-D=${OUT:-/tmp/out}/issue4
-mkdir -p "$D"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-} > "$D/versions.txt" 2>&1
-T0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$D/progress.txt"; }
+. benchmarks/gpu_run_setup.sh issue4
 
 stamp tests
 timeout 330 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py tests/test_cuda_graphs_gpu.py > "$D/tests_gpu.log" 2>&1
