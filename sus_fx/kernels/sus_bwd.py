@@ -89,8 +89,8 @@ def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
 def _key_l1_kernel(K, K1, skb, skh, skn, skd, Hkv, Lk, n_rows,
                    D: tl.constexpr, DP: tl.constexpr, R: tl.constexpr):
     """K1[(b * Hkv + h) * Lk + n] = sum_d |K[b, h, n, d]| in fp32, R key rows per program (for
-    the union kernel's rounding margin). One pass over K at memory speed: torch's vector_norm
-    took 71 us at 16k on the H200, this kind of pass ~20."""
+    the union kernel's rounding margin). One pass over K at memory speed: 21.7 us at 16k on the
+    H200, where torch's vector_norm took 71."""
     r = tl.program_id(0).to(tl.int64) * R + tl.arange(0, R)
     rm = r < n_rows
     bh = r // Lk
