@@ -160,6 +160,29 @@ def test_seed_reproducible_deterministic_mode_and_overflow_path():
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("D,mask,qscale", [(128, None, 1.0), (128, None, 4.0), (64, None, 4.0), (64, "float", 2.0),
+                                           (128, "bool", 2.0)])
+def test_union_misses_no_kept_column(D, mask, qscale):
+    """On the tensor cores: every row's kept count through the unions equals the all-columns
+    path's (U_cap = 1 sends every block there; it decides from its own S alone), so no kept
+    column is missing from a union: the margin covers the difference between the two passes'
+    MMAs, with the fold (bf16 default) and without. Peaky scores make the margin matter."""
+    q, k, v, do = _inputs(1, 4, 2, 1500, D, torch.bfloat16, seed=7, qscale=qscale)
+    causal = mask is None
+    m = _mask(mask, 1, 4, 1500, 1500)
+    counts = {}
+    for name, ov in (("fold", {}), ("no fold", {"FOLD": 0}), ("all columns", {"U_cap": 1})):
+        sus_bwd._OVERRIDE.update(ov)
+        try:
+            counts[name] = _grads(q, k, v, do, m, causal, 16.0, 5, want_kept=True)[3]
+        finally:
+            for key in ov:
+                del sus_bwd._OVERRIDE[key]
+    assert int(counts["all columns"].sum()) > 0
+    for name in ("fold", "no fold"):
+        assert torch.equal(counts[name], counts["all columns"]), name
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_keep_probabilities_exact(causal):
     """dO = I makes dV[j, i] = W~_ij: each entry is kept with probability min(1, c W_ij) and weighted
