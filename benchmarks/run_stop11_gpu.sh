@@ -1,7 +1,10 @@
 #!/bin/bash
-# Stop 11's first device call (~8 min on one H200): the union pass's RNG (HASH) and fold (FOLD)
-# and phase (b)'s UB=64 / 8-warp shapes timed side by side against the stop-10 kernels (HASH=0,
-# FOLD=0) at 16k, then the target rows against cuDNN with the new defaults, then the kernel tests.
+# Stop 11's first device call (~5 min on one H200; results benchmarks/results/h200_stop11_1_*): the
+# union pass's RNG (HASH) and fold (FOLD) and phase (b)'s UB=64 / 8-warp shapes timed side by side
+# against the stop-10 kernels (HASH=0, FOLD=0) at 16k, then the target rows against cuDNN, then the
+# kernel tests. It ran at commit b0316fa, where sus_bwd had the HASH and FOLD knobs; HASH=1 and
+# phase (b)'s UB=64, 8 warps, SUB=1 won and are now the only path, FOLD lost and was removed.
+# The second call is benchmarks/run_stop11_check_gpu.sh.
 #   OUT=/tmp/o bash benchmarks/run_stop11_gpu.sh
 set -u
 cd "$(dirname "$0")/.."

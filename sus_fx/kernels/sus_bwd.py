@@ -7,8 +7,8 @@ and the measurements):
     S = Q K^T tile by tile (causal tiles above the diagonal skipped, masks applied) and finds the
     *union* of the columns that any row of the block can keep. The random numbers are one
     uniform per (block, column): u_j = frac(R_t + (j mod BN) * alpha) on the 2^-23 grid, with
-    R_t one Philox draw per (seed, b*h, block, key tile t) and alpha ~ golden ratio (a randomly
-    shifted lattice). Entry (i, j) is kept iff u_j < c W_ij, so the keep probability of every
+    R_t = mix32(key ^ t) for key tile t, key one Philox word per (seed, b*h, block), mix32 a
+    bijective 32-bit hash, and alpha ~ golden ratio (a randomly shifted lattice). Entry (i, j) is kept iff u_j < c W_ij, so the keep probability of every
     entry is exactly q'_ij = min(1, ceil(c W_ij 2^23) / 2^23), whatever the correlations.
     Since exp is monotone, "some row keeps j" is u_j < exp2(max_i x_ij) with x the log2 of c W:
     phase (a) needs one max over the rows per column and no per-entry exp. Per key tile it
@@ -67,28 +67,9 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 
 @triton.jit
-def _lattice_u(seed, bh, rb, t, jl):
-    """Uniform on {k 2^-23}: frac(R(seed, bh, rb, t) + jl * alpha). t, jl: int32 tensors."""
-    z = jl * 0
-    r, _r1, _r2, _r3 = tl.philox(seed, t + z, rb + z, bh + z, z)
-    u = (r + jl.to(tl.uint32) * 5184561) & 0x7FFFFF
-    return u.to(tl.int32).to(tl.float32) * (1.0 / 8388608.0)
-
-
-@triton.jit
-def _lattice_u_tile(seed, bh, rb, t, BN: tl.constexpr):
-    """_lattice_u for the BN columns of tile t with one (scalar) Philox draw: bitwise the same values."""
-    z = tl.zeros([1], dtype=tl.int32)
-    r, _r1, _r2, _r3 = tl.philox(seed, t + z, rb + z, bh + z, z)
-    jl = tl.arange(0, BN)
-    u = (r + jl.to(tl.uint32) * 5184561) & 0x7FFFFF
-    return u.to(tl.int32).to(tl.float32) * (1.0 / 8388608.0)
-
-
-@triton.jit
 def _block_key(seed, bh, rb):
     """One Philox word per (seed, b*h, query block): the key from which every key tile's lattice
-    shift R_t is mixed (HASH=1). Shape [1], uint32."""
+    shift R_t is mixed. Shape [1], uint32."""
     z = tl.zeros([1], dtype=tl.int32)
     r, _r1, _r2, _r3 = tl.philox(seed, rb + z, bh + z, z + 1, z)
     return r
@@ -98,7 +79,8 @@ def _block_key(seed, bh, rb):
 def _mix32(x):
     """lowbias32 (C. Wellons): a bijection of the 32-bit integers with strong avalanche. R_t =
     _mix32(key ^ t) is exactly uniform for each t when the key is (a bijection of a uniform
-    word), which is all the keep probabilities need; ~7 integer ops where a Philox draw is ~100."""
+    word), which is all the keep probabilities need; ~7 integer ops where a Philox draw per tile
+    was ~100 (on the H200 at 16k: -50 us in the union pass, -90 us in the sparse pass)."""
     x = x ^ (x >> 16)
     x = x * 0x7FEB352D
     x = x ^ (x >> 15)
@@ -109,7 +91,7 @@ def _mix32(x):
 
 @triton.jit
 def _lattice_u_key(key, t, jl):
-    """The uniform of column jl of key tile t (HASH=1): frac(R_t + jl * alpha) on the 2^-23 grid."""
+    """The uniform of column jl of key tile t: frac(R_t + jl * alpha) on the 2^-23 grid."""
     r = _mix32(key ^ t.to(tl.uint32))
     u = (r + jl.to(tl.uint32) * 5184561) & 0x7FFFFF
     return u.to(tl.int32).to(tl.float32) * (1.0 / 8388608.0)
@@ -139,8 +121,7 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                   IEEE: tl.constexpr, SEED_PTR: tl.constexpr, ZERO: tl.constexpr,
-                  DVP: tl.constexpr, DV_: tl.constexpr, PROBE: tl.constexpr = 0,
-                  HASH: tl.constexpr = 1, FOLD: tl.constexpr = 0):
+                  DVP: tl.constexpr, DV_: tl.constexpr, PROBE: tl.constexpr = 0):
     """Records, per key tile that holds union columns of the block, the tile (TI) and its BN keep
     bits (TW, bit j: column t * BN + j), and the number of such tiles (NT, may exceed T_cap): one
     word per tile instead of a cumsum and a scattered store per tile (the scan across the tile's
@@ -176,26 +157,7 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
     lse = tl.where(lse == float("-inf"), 0.0, lse)
     lse2 = tl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
     qinf = tl.max(tl.max(tl.abs(q.to(tl.float32)), axis=1), axis=0)
-    if HASH:
-        key = _block_key(seed, bh, rb)
-    if FOLD:
-        # x_ij = a (s_ij - l_i) with l_i = lse2_i / a: -l_i enters the MMA as three parts in Q's
-        # 16-bit type (an exact split of the fp32 value) against a column of ones, so the per-entry
-        # epilogue is a max alone and a multiplies the per-column max (a > 0). One k16 wgmma more
-        # per tile.
-        ty = q.dtype
-        v = tl.where(rmask, -lse2 / a, -30000.0)
-        v1 = v.to(ty).to(tl.float32)
-        v2 = (v - v1).to(ty).to(tl.float32)
-        v3 = (v - v1 - v2).to(ty).to(tl.float32)  # v1 + v2 + v3 = v exactly
-        p16 = tl.arange(0, 16)[:, None]
-        lcol = tl.where(p16 == 0, v1[None, :], tl.where(p16 == 1, v2[None, :], tl.where(p16 == 2, v3[None, :], 0.0)))
-        lcol = lcol.to(ty)  # [16, BM], each value exact in ty
-        ones = (tl.zeros([BN, 16], dtype=tl.float32) + 1.0).to(ty)
-        # the fold adds the parts' sizes to the accumulation's rounding bound (see delta below)
-        vmax2 = 2.0 * tl.max(tl.where(rmask, tl.abs(v), 0.0), axis=0)
-    else:
-        vmax2 = 0.0
+    key = _block_key(seed, bh, rb)
     kbase = K + b64 * skb + hk.to(tl.int64) * skh
     mbase = MASK + b64 * smb + h.to(tl.int64) * smh
     k1base = K1 + (b64 * Hkv + hk) * Lk
@@ -245,15 +207,10 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
                 st = tl.dot(k, tl.trans(q), input_precision="ieee")
             else:
                 st = tl.dot(k, tl.trans(q))
-                if FOLD:
-                    st = tl.dot(ones, lcol, acc=st)  # s_ij - l_i
             if PROBE == 2:
                 nt += tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
             else:
-                if FOLD:
-                    x = st  # x / a
-                else:
-                    x = st * a - lse2[None, :]
+                x = st * a - lse2[None, :]
                 if MASKED == 1:
                     valid = cmask[:, None] & rmask[None, :]
                     if CAUSAL:
@@ -263,22 +220,14 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
                                      mask=valid, other=0)
                         if MASK_BOOL:
                             valid = valid & (mv != 0)
-                        elif FOLD:
-                            x = x + mv.to(tl.float32) * (1.4426950408889634 / a)
                         else:
                             x = x + mv.to(tl.float32) * 1.4426950408889634
                     x = tl.where(valid, x, float("-inf"))
                 m = tl.max(x, axis=1)
-                if FOLD:
-                    m = m * a
-                # margin: |x_a - x_b| <= a * gamma * (max|q| * sum|k_j| [+ 2 max|l|]) between two fp32
-                # recomputations of S
+                # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
                 k1 = tl.load(k1base + cols, mask=cmask, other=0.0)
-                delta = a * gamma * (qinf * k1 + vmax2) + 0.0009765625
-                if HASH:
-                    u = _lattice_u_key(key, t + tl.zeros([1], dtype=tl.int32), tl.arange(0, BN))
-                else:
-                    u = _lattice_u_tile(seed, bh, rb, t, BN)
+                delta = a * gamma * qinf * k1 + 0.0009765625
+                u = _lattice_u_key(key, t + tl.zeros([1], dtype=tl.int32), tl.arange(0, BN))
                 keepc = (u < tl.exp2(m + delta)) & cmask
                 if PROBE == 1:
                     nt += tl.max(keepc.to(tl.int32), 0)
@@ -328,7 +277,7 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
                        EXACT: tl.constexpr, DETERMINISTIC: tl.constexpr, STATS: tl.constexpr,
                        BM: tl.constexpr, BN: tl.constexpr, UB: tl.constexpr,
                        D: tl.constexpr, DP: tl.constexpr, DV_: tl.constexpr, DVP: tl.constexpr,
-                       IEEE: tl.constexpr, SUB: tl.constexpr, SEED_PTR: tl.constexpr, HASH: tl.constexpr = 1):
+                       IEEE: tl.constexpr, SUB: tl.constexpr, SEED_PTR: tl.constexpr):
     # fp32 scalars: see _union_kernel
     sm_scale, a = tl.cast(sm_scale, tl.float32), tl.cast(a, tl.float32)
     log2c, inv_c = tl.cast(log2c, tl.float32), tl.cast(inv_c, tl.float32)
@@ -369,8 +318,7 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
     else:
         hi = Lk
     blk = bh.to(tl.int64) * n_rb + rb
-    if HASH:
-        key = _block_key(seed, bh, rb)
+    key = _block_key(seed, bh, rb)
     if EXACT:
         n_items = hi
     else:
@@ -413,10 +361,7 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
             wt = cw
             keep = valid & (cw > 0)
         else:
-            if HASH:
-                u = _lattice_u_key(key, cols // BN, cols % BN)
-            else:
-                u = _lattice_u(seed, bh, rb, cols // BN, cols % BN)
+            u = _lattice_u_key(key, cols // BN, cols % BN)
             keep = u[None, :] < cw
             qp = tl.minimum(tl.ceil(cw * 8388608.0) * (1.0 / 8388608.0), 1.0)
             wt = tl.where(keep, (cw * inv_c) / tl.where(keep, qp, 1.0), 0.0)
@@ -471,13 +416,13 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     DP = max(16, _pow2(D))
     DVP = max(16, _pow2(Dv))
     big = max(DP, DVP) > 128 or dtype == torch.float32
-    cfg = dict(BM=64 if big else 128, BN=64, UB=32 if (big or DP >= 128) else 64, DP=DP, DVP=DVP,
+    cfg = dict(BM=64 if big else 128, BN=64, UB=32 if big else 64, DP=DP, DVP=DVP,
                warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1)
-    if not big and DP >= 128:
-        # measured on an H100 (notes/KERNELS.md): phase (b) on 64-row halves of phase (a)'s blocks
-        cfg.update(SUB=2, warps_b=4)
-    elif not big:
+    if not big and DP < 128:
         cfg.update(stages_a=4)
+    # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
+    # wgmma, no spill (H200, 16k: 0.69 ms against 0.77 for 64-row halves with 32 columns and 4
+    # warps, the H100 choice of stop 7; notes/KERNELS.md, stop 11)
     return cfg
 
 
@@ -562,12 +507,6 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         seeds_t, seed_idx, seed = cnt_dummy(dev), 0, int(sample_seed) & ((1 << 62) - 1)
         seed_ptr = False
     grid = (n_rb, B * H)
-    hash_u = int(cfg.get("HASH", 1))
-    # FOLD (the union pass's -lse / scale folded into its MMA): bf16. fp16 only when asked (FOLD=2;
-    # the interpreter tests, whose bf16 dots are wrong in Triton 3.6): an fp16 part overflows
-    # where |lse| / scale > 65504.
-    fold = int(q.dtype == torch.bfloat16 and bool(cfg.get("FOLD", 1))
-               or q.dtype == torch.float16 and cfg.get("FOLD") == 2)
 
     U_cap = 0 if exact else int(cfg.get("U_cap", union_capacity(c, Lk, BM)))
     cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
@@ -594,11 +533,10 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             q, k, lse, mask_t, tw, ti, nt, k1, dk_buf, dv_buf, seeds_t, seed_idx, seed,
             *q.stride(), *k.stride(), *ms,
             H, G, Hkv, Lq, Lk, n_rb, T_cap, triton.cdiv(Lk, n_rb),
-            a, log2c, 4.0 * (D + 16 * fold) * 2.0 ** -24,
+            a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
             BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
             ZERO=zero_in_union, DVP=DVP, DV_=Dv, PROBE=int(cfg.get("PROBE", 0)),
-            HASH=hash_u, FOLD=fold,
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
         launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
                                                         num_warps=4)
@@ -647,7 +585,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         float(scale), a, log2c, inv_c,
         HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
         EXACT=exact, DETERMINISTIC=bool(deterministic), STATS=bool(want_kept),
-        BM=BM // SUB, BN=BN, UB=UB, D=D, DP=DP, DV_=Dv, DVP=DVP, IEEE=ieee, SUB=SUB, SEED_PTR=seed_ptr, HASH=hash_u,
+        BM=BM // SUB, BN=BN, UB=UB, D=D, DP=DP, DV_=Dv, DVP=DVP, IEEE=ieee, SUB=SUB, SEED_PTR=seed_ptr,
         num_warps=cfg["warps_b"], num_stages=1)
     if deterministic:
         # slot s of block (b, h, rb) holds column cols[s] (exact: column s)
