@@ -131,8 +131,9 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
     ZERO: also zero this program's share (z_rows key rows) of the fp32 dK/dV accumulators, which
     phase (b) adds into: the stores hide under this compute-bound kernel (a separate fill costs
     ~60 us at 16k).
-    PROBE (benchmarks only, wrong results): 1 skips the word's reduction and store, 2 also the
-    per-entry epilogue; what phase (a) costs without them says where its time goes."""
+    PROBE (benchmarks only, wrong results: every union comes out empty): 1 skips the word's
+    reduction and store, 2 also the per-entry epilogue; what phase (a) costs without them says
+    where its time goes."""
     tl.static_assert(BN <= 64, "a tile's keep bits must fit one int64 word")
     # Float scalars in fp32 whatever the launcher typed them: Inductor's launch of a traced kernel
     # passes Python floats as fp64, which would turn every per-entry op below into fp64 math
@@ -238,6 +239,10 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
                     tl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
                     tl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
                     nt += hit.to(tl.int32)
+    if PROBE:
+        # no tile words were written: report an empty union (nt >= 0) so that phase (b) reads none,
+        # while the probed work stays live
+        nt = tl.minimum(nt, 0)
     tl.store(NT + blk, nt)
 
 
