@@ -38,7 +38,7 @@ def _constexprs(name, D, cfg, dtype):
         return dict(BN=cfg["BN"], WC=64), 4, 1
     if name == "_union_kernel":
         return (dict(HAS_MASK=False, MASK_BOOL=False, CAUSAL=True, BM=cfg["BM"], BN=cfg["BN"], D=D, DP=cfg["DP"],
-                     IEEE=ieee, SEED_PTR=True, ZERO=True, DVP=cfg["DVP"], DV_=D, PROBE=0, PAIR=cfg["PAIR"]),
+                     IEEE=ieee, SEED_PTR=True, ZERO=True, DVP=cfg["DVP"], DV_=D, PROBE=0),
                 cfg["warps_a"], cfg["stages_a"])
     return (dict(HAS_MASK=False, MASK_BOOL=False, CAUSAL=True, EXACT=False, DETERMINISTIC=False, STATS=False,
                  BM=cfg["BM"] // cfg["SUB"], BN=cfg["BN"], UB=cfg["UB"], D=D, DP=cfg["DP"], DV_=D, DVP=cfg["DVP"],

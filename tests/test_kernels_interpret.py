@@ -277,27 +277,3 @@ def test_union_lists_hold_every_kept_column(K):
         assert (int(cnt1[rb]) > cap) == (t > 1)
     assert torch.allclose(dv1, dv, rtol=1e-6, atol=1e-7)
 
-
-
-@pytest.mark.parametrize("causal,mask", [(True, None), (False, None), (True, "bool")])
-def test_paired_blocks_same_unions(K, causal, mask):
-    """PAIR = 2 (one program takes two neighbouring blocks and loads each shared K tile once)
-    lists the same unions and gives the same gradients, bit for bit, as one block per program;
-    3 blocks here, so the last program's second block does not exist."""
-    q, k, v, do, m, out, lse, s = _problem(H=2, Lq=40, Lk=40, mask=mask, causal=causal, qscale=2.0, seed=9)
-    res = {}
-    for pair in (1, 2):
-        K._OVERRIDE.update(PAIR=pair, debug="stats")
-        try:
-            g = K.sus_backward(do, q, k, v, m, out, lse, causal, s, 4.0, 17)
-            res[pair] = (g, K._DEBUG["cnt"].clone(), K._DEBUG["cols"].clone())
-        finally:
-            K._OVERRIDE.pop("PAIR")
-            K._OVERRIDE.pop("debug")
-    (g1, c1, l1), (g2, c2, l2) = res[1], res[2]
-    assert torch.equal(c1, c2) and int(c1.min()) > 0
-    cap = K._DEBUG["U_cap"]
-    for blk, n in enumerate(c1.tolist()):
-        assert torch.equal(l1[blk * cap: blk * cap + n], l2[blk * cap: blk * cap + n])
-    for x, y in zip(g1, g2):
-        assert torch.equal(x, y)

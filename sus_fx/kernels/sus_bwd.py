@@ -114,84 +114,6 @@ def _key_l1_kernel(K, K1, skb, skh, skn, skd, Hkv, Lk, n_rows,
 
 
 @triton.jit
-def _union_block(q, lse, rmask, bh, rb, seed, Lk, n_rb, log2c,
-                 CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    """What the union pass needs of query block rb besides its Q tile and LSE (loaded by the
-    caller; a block past n_rb has no rows and no tiles): lse2 = lse * log2(e) - log2(c) per row
-    (x = a s - lse2 is log2 of c W), max|q| (for the rounding margin), the key of its uniforms, its
-    key range, its tiles (n_t) and how many of them need no masking for any of its rows (n_full).
-    (Values only: torch.compile's analysis of what a kernel writes counts every pointer handed to
-    a helper as written.)"""
-    lse = tl.where(lse == float("-inf"), 0.0, lse)
-    lse2 = tl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
-    qinf = tl.max(tl.max(tl.abs(q.to(tl.float32)), axis=1), axis=0)
-    key = _block_key(seed, bh, rb)
-    if CAUSAL:
-        hi = tl.minimum(Lk, (rb + 1) * BM)
-        n_full = tl.minimum(rb * BM, Lk) // BN  # tiles entirely at or below the diagonal of every row
-    else:
-        hi = Lk
-        n_full = Lk // BN
-    if HAS_MASK:
-        n_full = 0
-    n_t = tl.cdiv(hi, BN)
-    there = rb < n_rb
-    return lse2, qinf, key, hi, tl.where(there, n_full, 0), tl.where(there, n_t, 0)
-
-
-@triton.jit
-def _tile_word(k, k1, mv, q, t, rows, rmask, lse2, qinf, key, hi, a, gamma,
-               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr,
-               BN: tl.constexpr, IEEE: tl.constexpr, PROBE: tl.constexpr):
-    """The keep bits of key tile t for one query block (bit j: column t * BN + j is in the block's
-    union), from the tile's keys k, their L1 norms k1 and (HAS_MASK, MASKED) the mask's [BN, BM]
-    entries mv. Column j is kept by some row iff u_j < exp2(max_i x_ij) (exp is monotone), plus a
-    margin for the rounding difference with phase (b)'s recomputation."""
-    # S^T = K Q^T: keys on the MMA's M axis, so the max over the block's rows is a per-thread/quad
-    # reduction
-    if IEEE:
-        st = tl.dot(k, tl.trans(q), input_precision="ieee")
-    else:
-        st = tl.dot(k, tl.trans(q))
-    bits = tl.full([BN], 1, tl.int64) << tl.arange(0, BN).to(tl.int64)
-    cols = t * BN + tl.arange(0, BN)
-    cmask = cols < hi
-    if PROBE == 2:
-        return tl.max(tl.where(tl.max(st, axis=1) > 3.0e38, bits, 0), 0)
-    x = st * a - lse2[None, :]
-    if MASKED:
-        valid = cmask[:, None] & rmask[None, :]
-        if CAUSAL:
-            valid = valid & (cols[:, None] <= rows[None, :])
-        if HAS_MASK:
-            if MASK_BOOL:
-                valid = valid & (mv != 0)
-            else:
-                x = x + mv.to(tl.float32) * 1.4426950408889634
-        x = tl.where(valid, x, float("-inf"))
-    m = tl.max(x, axis=1)
-    # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
-    delta = a * gamma * qinf * k1 + 0.0009765625
-    u = _lattice_u_key(key, t + tl.zeros([1], dtype=tl.int32), tl.arange(0, BN))
-    keepc = (u < tl.exp2(m + delta)) & cmask
-    if PROBE == 1:
-        return tl.max(keepc.to(tl.int64), 0)
-    return tl.sum(tl.where(keepc, bits, 0), 0)  # distinct powers of two: the sum is the bitwise or
-
-
-@triton.jit
-def _record_word(TW, TI, blk, T_cap, n, word, t, PROBE: tl.constexpr):
-    """Appends (word, t) to block blk's tile list if the word holds a union column; returns the
-    new list length. Under a probe nothing is recorded (the comparison keeps the work live)."""
-    if PROBE:
-        return n + (word == -12345).to(tl.int32)  # never true
-    hit = word != 0
-    tl.store(TW + blk * T_cap + n, word, mask=hit & (n < T_cap))
-    tl.store(TI + blk * T_cap + n, t, mask=hit & (n < T_cap))
-    return n + hit.to(tl.int32)
-
-
-@triton.jit
 def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed,
                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, smb, smh, smm, smn,
                   H, G, Hkv, Lq, Lk, n_rb, T_cap, z_rows,
@@ -199,19 +121,16 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
                   HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, CAUSAL: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                   IEEE: tl.constexpr, SEED_PTR: tl.constexpr, ZERO: tl.constexpr,
-                  DVP: tl.constexpr, DV_: tl.constexpr, PROBE: tl.constexpr = 0, PAIR: tl.constexpr = 1):
-    """Records, per key tile that holds union columns of a block, the tile (TI) and its BN keep
+                  DVP: tl.constexpr, DV_: tl.constexpr, PROBE: tl.constexpr = 0):
+    """Records, per key tile that holds union columns of the block, the tile (TI) and its BN keep
     bits (TW, bit j: column t * BN + j), and the number of such tiles (NT, may exceed T_cap): one
     word per tile instead of a cumsum and a scattered store per tile (the scan across the tile's
     warps cost ~20% of this kernel on the H200). `_union_expand_kernel` turns them into columns.
     (Expanding at the end of this kernel, measured on the H200, was slower: the latency-bound
     tail of each program did not hide under the other CTA's MMAs.)
-    PAIR = 2: one program takes two neighbouring blocks (A = 2p, B = 2p + 1) and each K tile
-    they both need unmasked is loaded once for both: the K reads from L2, which bound this pass
-    (notes/KERNELS.md, stop 11), halve. Same unions, bit for bit, as PAIR = 1.
-    ZERO: also zero this program's share (z_rows key rows per block) of the fp32 dK/dV
-    accumulators, which phase (b) adds into: the stores hide under this compute-bound kernel (a
-    separate fill costs ~60 us at 16k).
+    ZERO: also zero this program's share (z_rows key rows) of the fp32 dK/dV accumulators, which
+    phase (b) adds into: the stores hide under this compute-bound kernel (a separate fill costs
+    ~60 us at 16k).
     PROBE (benchmarks only, wrong results: every union comes out empty): 1 skips the word's
     reduction and store, 2 also the per-entry epilogue; what phase (a) costs without them says
     where its time goes."""
@@ -221,7 +140,7 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
     # (measured 2.9x slower on the H200) and break the fp32 dots.
     a, log2c, gamma = tl.cast(a, tl.float32), tl.cast(log2c, tl.float32), tl.cast(gamma, tl.float32)
     # causal: the last blocks have the most tiles; launching them first keeps them out of the tail
-    rb_a = (tl.num_programs(0) - 1 - tl.program_id(0)) * PAIR
+    rb = n_rb - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     if SEED_PTR:  # sampling seed = SEEDS[seed_idx] + offset, read on the device
         seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
@@ -229,91 +148,102 @@ def _union_kernel(Q, K, LSE, MASK, TW, TI, NT, K1, ZK, ZV, SEEDS, seed_idx, seed
     h = bh % H
     hk = h // G
     b64 = b.to(tl.int64)
+    rows = rb * BM + tl.arange(0, BM)
+    rmask = rows < Lq
     dofs = tl.arange(0, DP)
     dmask = dofs < D
+    q = tl.load(Q + b64 * sqb + h.to(tl.int64) * sqh + rows[:, None].to(tl.int64) * sqm + dofs[None, :] * sqd,
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + rows, mask=rmask, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    lse2 = tl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
+    qinf = tl.max(tl.max(tl.abs(q.to(tl.float32)), axis=1), axis=0)
+    key = _block_key(seed, bh, rb)
     kbase = K + b64 * skb + hk.to(tl.int64) * skh
     mbase = MASK + b64 * smb + h.to(tl.int64) * smh
     k1base = K1 + (b64 * Hkv + hk) * Lk
-    qbase = Q + b64 * sqb + h.to(tl.int64) * sqh
-    rows_a = rb_a * BM + tl.arange(0, BM)
-    rmask_a = rows_a < Lq
-    q_a = tl.load(qbase + rows_a[:, None].to(tl.int64) * sqm + dofs[None, :] * sqd,
-                  mask=rmask_a[:, None] & dmask[None, :], other=0.0)
-    lse_a = tl.load(LSE + bh.to(tl.int64) * Lq + rows_a, mask=rmask_a, other=0.0)
-    lse2_a, qinf_a, key_a, hi_a, nf_a, nt_a = _union_block(q_a, lse_a, rmask_a, bh, rb_a, seed, Lk, n_rb, log2c,
-                                                           CAUSAL, HAS_MASK, BM, BN)
-    blk_a = bh.to(tl.int64) * n_rb + rb_a
-    n_shared = nf_a
-    if PAIR == 2:
-        rows_b = rows_a + BM
-        rmask_b = rows_b < Lq
-        q_b = tl.load(qbase + rows_b[:, None].to(tl.int64) * sqm + dofs[None, :] * sqd,
-                      mask=rmask_b[:, None] & dmask[None, :], other=0.0)
-        lse_b = tl.load(LSE + bh.to(tl.int64) * Lq + rows_b, mask=rmask_b, other=0.0)
-        lse2_b, qinf_b, key_b, hi_b, nf_b, nt_b = _union_block(q_b, lse_b, rmask_b, bh, rb_a + 1, seed, Lk, n_rb,
-                                                               log2c, CAUSAL, HAS_MASK, BM, BN)
-        blk_b = blk_a + 1
-        b_there = rb_a + 1 < n_rb
-        n_shared = tl.minimum(nf_a, nf_b)
+    if CAUSAL:
+        hi = tl.minimum(Lk, (rb + 1) * BM)
+        n_full = tl.minimum(rb * BM, Lk) // BN  # tiles entirely at or below the diagonal of every row
+    else:
+        hi = Lk
+        n_full = Lk // BN
+    if HAS_MASK:
+        n_full = 0
+    nt = rb * 0
+    blk = bh.to(tl.int64) * n_rb + rb
+    bits = tl.full([BN], 1, tl.int64) << tl.arange(0, BN).to(tl.int64)
     if ZERO:
         if h % G == 0:  # one program per (kv head, row share)
             zr = tl.arange(0, 64)
             zrow0 = (b64 * Hkv + hk) * Lk
-            zhi = tl.minimum((rb_a + PAIR) * z_rows, Lk)
+            zhi = tl.minimum((rb + 1) * z_rows, Lk)
             vofs = tl.arange(0, DVP)
-            for r0 in range(rb_a * z_rows, zhi, 64):
+            for r0 in range(rb * z_rows, zhi, 64):
                 r = r0 + zr
                 rm = r < zhi
                 rr = (zrow0 + r.to(tl.int64))[:, None]
                 tl.store(ZK + rr * D + dofs[None, :], tl.zeros([64, DP], tl.float32), mask=rm[:, None] & dmask[None, :])
                 tl.store(ZV + rr * DV_ + vofs[None, :], tl.zeros([64, DVP], tl.float32),
                          mask=rm[:, None] & (vofs < DV_)[None, :])
-    # Loads stay in this body and helpers take values (_record_word only the lists it writes):
-    # torch.compile's analysis of what a kernel writes counts a pointer handed to a helper as written.
-    n_a = rb_a * 0  # tiles listed so far (A, B)
-    n_b = rb_a * 0
-    # 1. tiles no row of A (and B) needs masked: loaded once, used by both blocks
-    for t in range(0, n_shared):
-        cols = t * BN + tl.arange(0, BN)
-        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd, mask=dmask[None, :], other=0.0)
-        k1 = tl.load(k1base + cols)
-        word = _tile_word(k, k1, 0, q_a, t, rows_a, rmask_a, lse2_a, qinf_a, key_a, hi_a, a, gamma,
-                          False, CAUSAL, HAS_MASK, MASK_BOOL, BN, IEEE, PROBE)
-        n_a = _record_word(TW, TI, blk_a, T_cap, n_a, word, t, PROBE)
-        if PAIR == 2:
-            word = _tile_word(k, k1, 0, q_b, t, rows_b, rmask_b, lse2_b, qinf_b, key_b, hi_b, a, gamma,
-                              False, CAUSAL, HAS_MASK, MASK_BOOL, BN, IEEE, PROBE)
-            n_b = _record_word(TW, TI, blk_b, T_cap, n_b, word, t, PROBE)
-    # 2. each block's remaining tiles (the diagonal, ragged ends, masks), masked per entry
-    for t in range(n_shared, nt_a):
-        cols = t * BN + tl.arange(0, BN)
-        cm = cols < hi_a
-        k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
-                    mask=cm[:, None] & dmask[None, :], other=0.0)
-        k1 = tl.load(k1base + cols, mask=cm, other=0.0)
-        mv = 0
-        if HAS_MASK:
-            mv = tl.load(mbase + rows_a[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
-                         mask=cm[:, None] & rmask_a[None, :], other=0)
-        word = _tile_word(k, k1, mv, q_a, t, rows_a, rmask_a, lse2_a, qinf_a, key_a, hi_a, a,
-                          gamma, True, CAUSAL, HAS_MASK, MASK_BOOL, BN, IEEE, PROBE)
-        n_a = _record_word(TW, TI, blk_a, T_cap, n_a, word, t, PROBE)
-    tl.store(NT + blk_a, n_a)
-    if PAIR == 2:
-        for t in range(n_shared, nt_b):
+    # Two loops over key tiles, the same body: first the tiles that need no masking, then the rest.
+    # The body is written here rather than in a helper: torch.compile's analysis of what a kernel
+    # writes follows a stored address back through a helper call's arguments, so a helper that
+    # loads K and returns slots would make K look written.
+    for MASKED in tl.static_range(2):
+        t_lo = 0 if MASKED == 0 else n_full
+        t_hi = n_full if MASKED == 0 else tl.cdiv(hi, BN)
+        for t in range(t_lo, t_hi):
+            # S^T = K Q^T for one key tile: keys on the MMA's M axis, so the max over the block's
+            # rows is a per-thread/quad reduction
             cols = t * BN + tl.arange(0, BN)
-            cm = cols < hi_b
-            k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
-                        mask=cm[:, None] & dmask[None, :], other=0.0)
-            k1 = tl.load(k1base + cols, mask=cm, other=0.0)
-            mv = 0
-            if HAS_MASK:
-                mv = tl.load(mbase + rows_b[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
-                             mask=cm[:, None] & rmask_b[None, :], other=0)
-            word = _tile_word(k, k1, mv, q_b, t, rows_b, rmask_b, lse2_b, qinf_b, key_b, hi_b, a,
-                              gamma, True, CAUSAL, HAS_MASK, MASK_BOOL, BN, IEEE, PROBE)
-            n_b = _record_word(TW, TI, blk_b, T_cap, n_b, word, t, PROBE)
-        tl.store(NT + blk_b, n_b, mask=b_there)
+            cmask = cols < hi
+            if MASKED == 1:
+                k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                            mask=cmask[:, None] & dmask[None, :], other=0.0)
+            else:
+                k = tl.load(kbase + cols[:, None].to(tl.int64) * skn + dofs[None, :] * skd,
+                            mask=dmask[None, :], other=0.0)
+            if IEEE:
+                st = tl.dot(k, tl.trans(q), input_precision="ieee")
+            else:
+                st = tl.dot(k, tl.trans(q))
+            if PROBE == 2:
+                nt += tl.sum((tl.max(st, axis=1) > 3.0e38).to(tl.int32), 0)
+            else:
+                x = st * a - lse2[None, :]
+                if MASKED == 1:
+                    valid = cmask[:, None] & rmask[None, :]
+                    if CAUSAL:
+                        valid = valid & (cols[:, None] <= rows[None, :])
+                    if HAS_MASK:
+                        mv = tl.load(mbase + rows[None, :].to(tl.int64) * smm + cols[:, None].to(tl.int64) * smn,
+                                     mask=valid, other=0)
+                        if MASK_BOOL:
+                            valid = valid & (mv != 0)
+                        else:
+                            x = x + mv.to(tl.float32) * 1.4426950408889634
+                    x = tl.where(valid, x, float("-inf"))
+                m = tl.max(x, axis=1)
+                # margin: |x_a - x_b| <= a * gamma * max|q| * sum|k_j| between two fp32 recomputations of S
+                k1 = tl.load(k1base + cols, mask=cmask, other=0.0)
+                delta = a * gamma * qinf * k1 + 0.0009765625
+                u = _lattice_u_key(key, t + tl.zeros([1], dtype=tl.int32), tl.arange(0, BN))
+                keepc = (u < tl.exp2(m + delta)) & cmask
+                if PROBE == 1:
+                    nt += tl.max(keepc.to(tl.int32), 0)
+                else:
+                    # distinct powers of two: their sum is the bitwise or
+                    word = tl.sum(tl.where(keepc, bits, 0), 0)
+                    hit = word != 0
+                    tl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
+                    tl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
+                    nt += hit.to(tl.int32)
+    if PROBE:
+        # no tile words were written: report an empty union (nt >= 0) so that phase (b) reads none,
+        # while the probed work stays live
+        nt = tl.minimum(nt, 0)
+    tl.store(NT + blk, nt)
 
 
 @triton.jit
@@ -492,11 +422,9 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     DVP = max(16, _pow2(Dv))
     big = max(DP, DVP) > 128 or dtype == torch.float32
     cfg = dict(BM=64 if big else 128, BN=64, UB=32 if big else 64, DP=DP, DVP=DVP,
-               warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1, PAIR=1 if big else 2)
+               warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1)
     if not big and DP < 128:
         cfg.update(stages_a=4)
-    elif not big:
-        cfg.update(stages_a=2)  # PAIR = 2 at D = 128: two Q tiles; 3 K stages would leave one CTA per SM
     # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
     # wgmma, no spill (H200, 16k: 0.69 ms against 0.77 for 64-row halves with 32 columns and 4
     # warps, the H100 choice of stop 7; notes/KERNELS.md, stop 11)
@@ -584,7 +512,6 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         seeds_t, seed_idx, seed = cnt_dummy(dev), 0, int(sample_seed) & ((1 << 62) - 1)
         seed_ptr = False
     grid = (n_rb, B * H)
-    PAIR = int(cfg.get("PAIR", 1))
 
     U_cap = 0 if exact else int(cfg.get("U_cap", union_capacity(c, Lk, BM)))
     cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
@@ -607,14 +534,14 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
         ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
         nt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
-        launch(_union_kernel)[(triton.cdiv(n_rb, PAIR), B * H)](
+        launch(_union_kernel)[grid](
             q, k, lse, mask_t, tw, ti, nt, k1, dk_buf, dv_buf, seeds_t, seed_idx, seed,
             *q.stride(), *k.stride(), *ms,
             H, G, Hkv, Lq, Lk, n_rb, T_cap, triton.cdiv(Lk, n_rb),
             a, log2c, 4.0 * D * 2.0 ** -24,
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
             BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
-            ZERO=zero_in_union, DVP=DVP, DV_=Dv, PROBE=int(cfg.get("PROBE", 0)), PAIR=PAIR,
+            ZERO=zero_in_union, DVP=DVP, DV_=Dv, PROBE=int(cfg.get("PROBE", 0)),
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
         launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
                                                         num_warps=4)
