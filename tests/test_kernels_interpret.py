@@ -277,3 +277,28 @@ def test_union_lists_hold_every_kept_column(K):
         assert (int(cnt1[rb]) > cap) == (t > 1)
     assert torch.allclose(dv1, dv, rtol=1e-6, atol=1e-7)
 
+
+def test_tile_shift_hash_is_lowbias32(K):
+    """The per-tile lattice shift R_t = mix32(key ^ t) is lowbias32 computed in uint32 (a promotion
+    to int64 would change every value and break its bijectivity, hence exact uniformity)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _mix(X, Y, N: tl.constexpr):
+        i = tl.arange(0, N)
+        # (the module by name: inside a jitted function, K would be this file's fixture)
+        tl.store(Y + i, sys.modules["sus_fx.kernels.sus_bwd"]._mix32(tl.load(X + i).to(tl.uint32)).to(tl.int64)
+                 & 0xFFFFFFFF)
+
+    def lowbias32(x):
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    xs = torch.tensor([0, 1, 2, 12345, 2 ** 31 - 1, -1, -2 ** 31, 987654321], dtype=torch.int32)
+    ys = torch.empty(8, dtype=torch.int64)
+    _mix[(1,)](xs, ys, N=8)
+    assert ys.tolist() == [lowbias32(int(x) & 0xFFFFFFFF) for x in xs.tolist()]

@@ -8,8 +8,9 @@ and the measurements):
     *union* of the columns that any row of the block can keep. The random numbers are one
     uniform per (block, column): u_j = frac(R_t + (j mod BN) * alpha) on the 2^-23 grid, with
     R_t = mix32(key ^ t) for key tile t, key one Philox word per (seed, b*h, block), mix32 a
-    bijective 32-bit hash, and alpha ~ golden ratio (a randomly shifted lattice). Entry (i, j) is kept iff u_j < c W_ij, so the keep probability of every
-    entry is exactly q'_ij = min(1, ceil(c W_ij 2^23) / 2^23), whatever the correlations.
+    bijective 32-bit hash, and alpha ~ golden ratio (a randomly shifted lattice). Entry (i, j) is
+    kept iff u_j < c W_ij, so the keep probability of every entry is exactly
+    q'_ij = min(1, ceil(c W_ij 2^23) / 2^23), whatever the correlations.
     Since exp is monotone, "some row keeps j" is u_j < exp2(max_i x_ij) with x the log2 of c W:
     phase (a) needs one max over the rows per column and no per-entry exp. Per key tile it
     writes one word of keep bits (only for tiles holding union columns); `_union_expand_kernel`
