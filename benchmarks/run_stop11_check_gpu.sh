@@ -18,9 +18,6 @@ stamp "d64 rc=$?"
 timeout 300 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py > "$D/tests_gpu.log" 2>&1
 stamp "tests rc=$?"
 tail -n 4 "$D/tests_gpu.log"
-grep -h '"method": "tune' "$D"/*.log | python3 -c "
-import sys, json
-for l in sys.stdin:
-    r = json.loads(l); print(r['D'], r['n'], r['method'], 'bwd %.3f union %.3f rest %.3f' % (r['bwd'], r['phase_a'], r['phase_b']))"
+tune_rows "$D"/*.log
 cat "$D/att/attention.md" 2>/dev/null || tail -20 "$D/att.log"
 grep -E "^\| 64 " "$D/d64/attention.md" 2>/dev/null

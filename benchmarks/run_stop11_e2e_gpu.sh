@@ -19,10 +19,7 @@ timeout 50 python3 benchmarks/profile_kernels.py --n 16384 > "$D/profile.md" 2>&
 stamp "profile rc=$?"
 timeout 330 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --budget-s 290 > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
-grep -h '"method": "tune' "$D"/probe*.log | python3 -c "
-import sys, json
-for l in sys.stdin:
-    r = json.loads(l); print(r['D'], r['n'], r['method'], 'bwd %.3f union %.3f rest %.3f' % (r['bwd'], r['phase_a'], r['phase_b']))"
+tune_rows "$D"/probe*.log
 grep -E "^\| (64|128) " "$D"/d64/attention.md "$D"/probe*/attention.md 2>/dev/null | grep -v "stats"
 grep -E "us of kernels|union|sparse|expand|key_l1" "$D/profile.md" | head -12
 sed -n '/## Step time/,/## Loss curves, T=8192/p' "$D/e2e/e2e_gpt.md" 2>/dev/null | head -12

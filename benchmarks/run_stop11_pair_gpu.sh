@@ -25,10 +25,7 @@ stamp "d64 rc=$?"
 timeout 110 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 16384 --loss-steps 0 --steps 20 --profile-lengths 0 > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
 tail -n 3 "$D/tests_gpu.log"
-grep -h '"method": "tune' "$D"/tune*.log | python3 -c "
-import sys, json
-for l in sys.stdin:
-    r = json.loads(l); print(r['D'], r['n'], r['method'], 'bwd %.3f union %.3f rest %.3f' % (r['bwd'], r['phase_a'], r['phase_b']))"
+tune_rows "$D"/tune*.log
 grep -E "^\| (64|128) " "$D"/att/attention.md "$D"/d64/attention.md 2>/dev/null | grep -v stats | cut -d: -f2
 grep -E "^\| (8192|16384) " "$D/e2e/e2e_gpt.md" 2>/dev/null
 tar czf "$OUT/stop11_pair.tgz" -C "$D" . && rm -rf "$D"
