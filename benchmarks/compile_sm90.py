@@ -73,27 +73,65 @@ def compile_kernel(name, D=128, dtype="bf16"):
     src = ASTSource(fn=kern, signature=sig, attrs=attrs,
                     constexprs={(names.index(n),): v for n, v in consts.items()})
     cc = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    info = _ptxas(cc.asm["ptx"])
+    return cc, info
+
+
+def _ptxas(ptx_text):
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.TemporaryDirectory() as d:
         ptx = os.path.join(d, "k.ptx")
         with open(ptx, "w") as f:
-            f.write(cc.asm["ptx"])
-        info = subprocess.run([ptxas, "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
+            f.write(ptx_text)
+        return subprocess.run([ptxas, "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
                               capture_output=True, text=True, check=True).stderr
-    return cc, info
+
+
+def compile_gluon_union(D=128, dtype="bf16", NB=4):
+    """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on)."""
+    import torch
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from sus_fx.kernels import union_hopper
+    fn = union_hopper.union_kernel_sm90
+    kl, ql = union_hopper.smem_layouts({"bf16": torch.bfloat16, "fp16": torch.float16}[dtype], D)
+    consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, k_smem_layout=kl, q_smem_layout=ql)
+    ptrs = {"Q": "*" + dtype, "K": "*" + dtype, "LSE": "*fp32", "KEYS": "*i32", "TW": "*i64", "TI": "*i32",
+            "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
+    sig, attrs = {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in consts:
+            sig[n] = "constexpr"
+        elif n in ptrs:
+            sig[n] = ptrs[n]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n in _FLOATS:
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+            if n.startswith("s"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = GluonASTSource(fn, sig, {(fn.arg_names.index(n),): v for n, v in consts.items()}, attrs)
+    cc = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=1))
+    return cc, _ptxas(cc.asm["ptx"])
 
 
 def report(name, D=128, dtype="bf16"):
-    cc, info = compile_kernel(name, D, dtype)
+    if name == "union_kernel_sm90":
+        cc, info = compile_gluon_union(D, dtype)
+    else:
+        cc, info = compile_kernel(name, D, dtype)
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
     spill = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", info))
     ttgir = cc.asm["ttgir"]
     return dict(kernel=name, D=D, dtype=dtype, registers=regs, spill_bytes=spill,
                 shared_bytes=int(cc.metadata.shared), async_copies=ttgir.count("async_copy_global_to_local"),
-                wgmma=ttgir.count("warp_group_dot "), ttgir=ttgir)
+                wgmma=ttgir.count("warp_group_dot "), ttgir=ttgir,
+                # ptxas C7514: wgmma serialized because registers of an in-flight MMA are read
+                wgmma_serialized="C7514" in info,
+                mma_waits_one=cc.asm["ptx"].count("wgmma.wait_group.sync.aligned 1;"))
 
 
-KERNELS = ("_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel")
+KERNELS = ("_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel", "union_kernel_sm90")
 
 
 def main():
@@ -110,8 +148,8 @@ def main():
         print(json.dumps(rows))
         return
     print(f"triton {triton.__version__}, target sm_90 (compiled on this machine, no GPU)\n")
-    print("| kernel | D | dtype | registers | spill bytes | shared KB | async copies | wgmma ops |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| kernel | D | dtype | registers | spill bytes | shared KB | async copies | wgmma ops | wgmma serialized |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for D in map(int, a.d.split(",")):
         for name in KERNELS:
             r = report(name, D, a.dtype)
@@ -120,7 +158,7 @@ def main():
                 with open(os.path.join(a.ttgir, f"{name}_d{D}_{a.dtype}.ttgir"), "w") as f:
                     f.write(r["ttgir"])
             print(f"| {name} | {D} | {a.dtype} | {r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | "
-                  f"{r['async_copies']} | {r['wgmma']} |")
+                  f"{r['async_copies']} | {r['wgmma']} | {r['wgmma_serialized']} |")
 
 
 if __name__ == "__main__":

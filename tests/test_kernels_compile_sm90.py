@@ -6,6 +6,7 @@ show: its K tiles are loaded by pipelined async copies (a change of the load's f
 non-unit stride or a load that feeds something else first, silently loses that), and two CTAs fit
 on one SM (registers, shared memory), which is what overlaps one CTA's MMAs with the other's
 per-entry epilogue. A kernel change that breaks either shows up here before a GPU run.
+The Gluon union kernel (union_hopper.py) is checked for what it exists for: no serialized wgmma.
 """
 from __future__ import annotations
 
@@ -44,7 +45,21 @@ def test_union_pass_pipelined_two_ctas_per_sm(rows, D):
     assert 2 * r["registers"] * threads <= SM90_REGS and 2 * r["shared_bytes"] <= SM90_SMEM, r
 
 
+@pytest.mark.parametrize("D", [128, 64])
+def test_gluon_union_keeps_an_mma_in_flight(rows, D):
+    """union_hopper's point is that MMA(t+1) runs while tile t's epilogue does: ptxas must not
+    serialize the wgmmas (C7514: registers of an in-flight MMA read, e.g. an accumulator copied at a
+    loop's back edge), and the loop waits with one MMA outstanding."""
+    r = rows[("union_kernel_sm90", D)]
+    assert not r["wgmma_serialized"], r
+    assert r["mma_waits_one"] >= 1, r
+    assert r["spill_bytes"] == 0, r
+    threads = 4 * 32
+    assert 2 * r["registers"] * threads <= SM90_REGS and 2 * r["shared_bytes"] <= SM90_SMEM, r
+
+
 def test_every_kernel_compiles_for_sm90(rows):
-    assert {k for k, _ in rows} == {"_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel"}
+    assert {k for k, _ in rows} == {"_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel",
+                                    "union_kernel_sm90"}
     for r in rows.values():
         assert r["registers"] <= 255, r

@@ -182,6 +182,61 @@ def test_union_misses_no_kept_column(D, mask, qscale):
     assert torch.equal(counts["unions"], counts["all columns"])
 
 
+def _union_sets(q, k, v, do, causal, c, seed, sm90):
+    """Per block, the set of union columns phase (a) found (SM90=1: the Gluon kernel)."""
+    sus_bwd._OVERRIDE.update(SM90=sm90, debug="union_only")
+    try:
+        _grads(q, k, v, do, None, causal, c, seed)
+        cnt, cols, U_cap = sus_bwd._DEBUG["cnt"].cpu(), sus_bwd._DEBUG["cols"].cpu(), sus_bwd._DEBUG["U_cap"]
+    finally:
+        sus_bwd._OVERRIDE.clear()
+    cols = cols.view(-1, U_cap)
+    return [frozenset(cols[i, :min(int(n), U_cap)].tolist()) if n <= U_cap else ("overflow", int(n))
+            for i, n in enumerate(cnt)]
+
+
+def _sm90_or_skip(q, k, v):
+    uh = sus_bwd._sm90_union()
+    if uh is None or not uh.supported(q, k, v, None, False):
+        pytest.skip("the Gluon union kernel needs an sm_90 GPU and Triton's Gluon")
+
+
+@pytest.mark.parametrize("B,H,Hkv,L,Lk,D,dtype,causal", [
+    (1, 4, 2, 1500, None, 128, torch.bfloat16, True),   # GQA, a length that is no multiple of a tile
+    (2, 2, 2, 700, None, 64, torch.float16, True),
+    (1, 2, 1, 384, 1000, 64, torch.bfloat16, False),    # Lq != Lk
+    (1, 1, 1, 100, None, 128, torch.bfloat16, True),    # one block, one or two tiles
+    (1, 1, 1, 130, None, 64, torch.bfloat16, True),     # two blocks: the tail's one- and two-tile ends
+])
+def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal):
+    """The Gluon phase (a) finds the unions the Triton kernel finds. Both compute S on wgmma in
+    fp32; a column whose threshold test sits within rounding of the other kernel's may differ,
+    which the margin makes harmless (a union only needs to be a superset): allow 1% of blocks."""
+    q, k, v, do = _inputs(B, H, Hkv, L, D, dtype, seed=11, Lk=Lk, qscale=2.0)
+    _sm90_or_skip(q, k, v)
+    a = _union_sets(q, k, v, do, causal, 16.0, 5, 1)
+    b = _union_sets(q, k, v, do, causal, 16.0, 5, 0)
+    assert len(a) == len(b) and sum(len(x) for x in b if isinstance(x, frozenset)) > 0
+    diff = sum(x != y for x, y in zip(a, b))
+    assert diff <= max(1, len(a) // 100), (diff, len(a))
+
+
+def test_sm90_union_gradients_and_zeroed_accumulators():
+    """Through the whole backward: the same seed gives the same gradients with either phase (a)
+    (dK/dV accumulators zeroed by the Gluon kernel), twice in a row (no stale accumulator)."""
+    q, k, v, do = _inputs(1, 4, 2, 1000, 128, torch.bfloat16, seed=3)
+    _sm90_or_skip(q, k, v)
+    res = {}
+    for sm90 in (1, 0, 1):
+        sus_bwd._OVERRIDE["SM90"] = sm90
+        try:
+            res.setdefault(sm90, []).append(_grads(q, k, v, do, None, True, 16.0, 9))
+        finally:
+            sus_bwd._OVERRIDE.clear()
+    for x, y, z in zip(res[1][0], res[0][0], res[1][1]):
+        assert _rel(x, y) < 1e-2 and _rel(z, y) < 1e-2
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_keep_probabilities_exact(causal):
     """dO = I makes dV[j, i] = W~_ij: each entry is kept with probability min(1, c W_ij) and weighted

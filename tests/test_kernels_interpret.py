@@ -302,3 +302,28 @@ def test_tile_shift_hash_is_lowbias32(K):
     ys = torch.empty(8, dtype=torch.int64)
     _mix[(1,)](xs, ys, N=8)
     assert ys.tolist() == [lowbias32(int(x) & 0xFFFFFFFF) for x in xs.tolist()]
+
+
+def test_block_keys_kernel_matches_block_key(K):
+    """The Gluon union kernel reads each block's random key from _block_keys_kernel; the Triton
+    kernels compute it inline with _block_key. Both must give the same word, or the two phases
+    would sample different uniforms (a biased estimator)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _inline(Y, seed, n_rb, N: tl.constexpr):
+        bh = tl.program_id(0)
+        for rb in range(0, n_rb):
+            r = sys.modules["sus_fx.kernels.sus_bwd"]._block_key(seed, bh, rb)
+            tl.store(Y + bh * n_rb + rb + tl.arange(0, 1), r.to(tl.int32, bitcast=True))
+
+    n_rb, BH = 5, 3
+    seeds = torch.tensor([0, 12345678901], dtype=torch.int64)
+    for seed_ptr, seed in ((False, 987654321), (True, 17)):
+        keys = torch.empty(BH * n_rb, dtype=torch.int32)
+        K._block_keys_kernel[(1, BH)](keys, seeds, 1, seed, n_rb, SEED_PTR=seed_ptr, R=8)
+        want = torch.empty(BH * n_rb, dtype=torch.int32)
+        _inline[(BH,)](want, (12345678901 + seed) if seed_ptr else seed, n_rb, N=1)
+        assert torch.equal(keys, want)
+        assert len(set(keys.tolist())) == BH * n_rb

@@ -77,6 +77,19 @@ def _block_key(seed, bh, rb):
 
 
 @triton.jit
+def _block_keys_kernel(KEYS, SEEDS, seed_idx, seed, n_rb, SEED_PTR: tl.constexpr, R: tl.constexpr):
+    """KEYS[bh * n_rb + rb] = _block_key(seed, bh, rb) (as int32 bits) for R blocks per program: the
+    keys of union_hopper's kernel, which has no Philox of its own."""
+    if SEED_PTR:
+        seed = (tl.load(SEEDS + seed_idx).to(tl.int64) + seed) & 0x3FFFFFFFFFFFFFFF
+    bh = tl.program_id(1)
+    rb = tl.program_id(0) * R + tl.arange(0, R)
+    z = tl.zeros([R], dtype=tl.int32)
+    r, _r1, _r2, _r3 = tl.philox(seed, rb + z, bh + z, z + 1, z)
+    tl.store(KEYS + bh.to(tl.int64) * n_rb + rb, r.to(tl.int32, bitcast=True), mask=rb < n_rb)
+
+
+@triton.jit
 def _mix32(x):
     """lowbias32 (C. Wellons): a bijection of the 32-bit integers with strong avalanche. R_t =
     _mix32(key ^ t) is exactly uniform for each t when the key is (a bijection of a uniform
@@ -479,6 +492,15 @@ def _direct(kernel):
     return kernel
 
 
+def _sm90_union():
+    """The Gluon phase (a) module, or None where this Triton has no Gluon for Hopper."""
+    try:
+        from . import union_hopper
+    except Exception:  # pragma: no cover  (an older or newer Triton without this Gluon API)
+        return None
+    return union_hopper
+
+
 def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sample_seed,
                  deterministic=None, want_kept=False, launch=_direct):
     """(dq, dk, dv[, kept per row]) for canonical 4-D CUDA (or interpreter CPU) tensors.
@@ -523,15 +545,33 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     # otherwise it gets two 1-element dummies (distinct: one tensor passed twice would look aliased
     # to torch.compile's analysis of what a kernel writes) and the buffers are made below.
     zero_in_union = not exact and not deterministic and bool(cfg.get("zero", 1))
-    if zero_in_union:
+    # Phase (a) on Hopper: the Gluon kernel with its explicit MMA pipeline (union_hopper.py), where
+    # it applies; SM90=0 keeps the Triton kernel (benchmarks compare the two).
+    sm90 = _sm90_union() if int(cfg.get("SM90", 1)) and BM == 128 and BN == 64 else None
+    if sm90 is not None and not sm90.supported(q, k, v, attn_mask, exact):
+        sm90 = None
+    if zero_in_union and sm90 is None:
         dk_buf = torch.empty((B * Hkv * Lk, D), dtype=torch.float32, device=dev)
         dv_buf = torch.empty((B * Hkv * Lk, Dv), dtype=torch.float32, device=dev)
     else:
         dk_buf, dv_buf = (torch.empty(1, dtype=torch.float32, device=dev) for _ in range(2))
 
     def run_union(U_cap, cols):
+        nonlocal dk_buf, dv_buf
         # every listed tile holds >= 1 union column, so U_cap tile slots cover any union that fits
         T_cap = int(cfg.get("T_cap", U_cap))  # (a smaller T_cap: tests of the overflow path)
+        if sm90 is not None:
+            keys = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
+            launch(_block_keys_kernel)[(triton.cdiv(n_rb, 128), B * H)](keys, seeds_t, seed_idx, seed, n_rb,
+                                                                        SEED_PTR=seed_ptr, R=128, num_warps=4)
+            tw, ti, nt, zk, zv = torch.ops.sus.union_sm90(
+                q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * D * 2.0 ** -24, log2c,
+                bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)))
+            if zero_in_union:
+                dk_buf, dv_buf = zk, zv
+            launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
+                                                            num_warps=4)
+            return
         tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
         ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
         nt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)

@@ -1,0 +1,290 @@
+"""Phase (a) of the SUS backward for Hopper (sm_90), written in Gluon with an explicit MMA pipeline.
+
+Same inputs, outputs and decisions as sus_bwd._union_kernel (read its docstring first): per query
+block of 128 rows, per key tile of 64 keys, S^T = K Q^T on the tensor cores, x = a S - lse2, the
+column max over the block's rows, and one word of keep bits per tile that holds union columns.
+
+Why a second version: Triton 3.6 compiles _union_kernel's loop as "wait for the K tile, one wgmma,
+wait for it to finish, epilogue" (warp_group_dot_wait {pendings=0} after every tile: see
+notes/KERNELS.md, stop 11). The tensor cores then idle through every epilogue unless the SM's other
+CTA happens to fill the gap; with the epilogue removed the loop still ran at 60% of the MMA floor.
+Here the MMA of tile t+1 is issued *before* the epilogue of tile t and only then is tile t waited
+for (wgmma.wait_group 1), so one MMA is always queued behind the epilogue:
+
+    prologue: cp.async K tiles 0 .. NB-2; MMA(0)
+    for t:    wait K tile t+1 -> fence -> barrier -> cp.async K tile t+NB-1 -> MMA(t+1)
+              -> wait MMA(t) -> epilogue(t)
+    last:     wait MMA(n-1) -> epilogue(n-1)
+
+The barrier also orders the reuse of K buffers: the buffer refilled in iteration t was read by
+MMA(t-1), which every warp retired (wait_group 1) in iteration t-1, before the barrier.
+
+Scope (sus_bwd.sus_backward falls back to the Triton kernel otherwise): an sm_90 GPU, fp16/bf16,
+head dim 64 or 128, no attention mask (causal or not). The per-block random key is an input here
+(KEYS, made by sus_bwd._block_keys_kernel): Gluon has no Philox, and one Triton launch of a few
+microseconds computes it bit for bit as _union_kernel and _sparse_bwd_kernel do.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+from torch import Tensor
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+
+BM = gl.constexpr(128)  # query rows per program (the wgmma's N)
+BN = gl.constexpr(64)   # keys per tile (the wgmma's M: one warpgroup, 16 keys per warp)
+
+
+@gluon.jit
+def _mix32(x):
+    """lowbias32, as sus_bwd._mix32 (uint32 in, uint32 out)."""
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    x = x ^ (x >> 16)
+    return x
+
+
+@gluon.jit
+def _issue_k_tile(k_buf, kbase, t, hi, skn, BN: gl.constexpr, D: gl.constexpr, ld_layout: gl.constexpr):
+    """cp.async of key tile t (rows t*BN .. t*BN+BN-1, those >= hi zero-filled) into k_buf."""
+    cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, ld_layout))
+    dofs = gl.arange(0, D, layout=gl.SliceLayout(0, ld_layout))
+    ptrs = kbase + cols[:, None].to(gl.int64) * skn + dofs[None, :]
+    cp.async_copy_global_to_shared(k_buf, ptrs, mask=(cols < hi)[:, None])
+    cp.commit_group()
+
+
+@gluon.jit
+def _next_k_tile(k_smem, kbase, t, hi, skn, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                 ld_layout: gl.constexpr):
+    """Before MMA(t+1): wait until K tile t+1 is in shared memory, make it visible to the tensor
+    cores, and refill the buffer MMA(t-1) read (retired by every warp before the barrier) with
+    tile t+NB-1."""
+    cp.wait_group(NB - 3)
+    fence_async_shared()
+    gl.thread_barrier()
+    _issue_k_tile(k_smem.index((t + NB - 1) % NB), kbase, t + NB - 1, hi, skn, BN, D, ld_layout)
+
+
+@gluon.jit
+def _emit(st, t, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+          CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """Tile t's keep word, appended to the block's list if it holds union columns; the new count."""
+    word = _tile_word(st, t, t >= n_full, a, lse2, rows, hi, k1base, qinf, key, gamma, CAUSAL, BN, mma_layout)
+    hit = word != 0
+    gl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
+    gl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
+    return nt + hit.to(gl.int32)
+
+
+@gluon.jit
+def _tile_word(st, t, masked, a, lse2, rows, hi, k1base, qinf, key, gamma,
+               CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """The keep bits of key tile t (bit j: column t*BN + j is in the union), from st = S^T."""
+    cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
+    cmask = cols < hi
+    x = st * a - lse2[None, :]
+    if masked:  # keys past hi (zero-filled); and above the diagonal
+        x = gl.where(cmask[:, None], x, float("-inf"))
+        if CAUSAL:
+            x = gl.where(cols[:, None] <= rows[None, :], x, float("-inf"))
+    m = gl.max(x, axis=1)
+    k1 = gl.load(k1base + cols, mask=cmask, other=0.0)
+    delta = a * gamma * qinf * k1 + 0.0009765625
+    jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
+    r = _mix32(key ^ t.to(gl.uint32))
+    u = ((r + jl.to(gl.uint32) * 5184561) & 0x7FFFFF).to(gl.int32).to(gl.float32) * (1.0 / 8388608.0)
+    keepc = (u < gl.exp2(m + delta)) & cmask
+    bits = gl.full([BN], 1, gl.int64, layout=gl.SliceLayout(1, mma_layout)) << jl.to(gl.int64)
+    return gl.sum(gl.where(keepc, bits, 0), axis=0)
+
+
+@gluon.jit
+def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
+                      sqb, sqh, sqm, skb, skh, skn,
+                      H, G, Hkv, Lq, Lk, n_rb, T_cap, z_rows,
+                      a, gamma, log2c,
+                      CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
+                      ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
+                      k_smem_layout: gl.constexpr, q_smem_layout: gl.constexpr):
+    gl.static_assert(NB >= 3, "the loop waits for K tile t+1 with NB - 3 copies left in flight")
+    # fp32 whatever the launcher typed them (see sus_bwd._union_kernel)
+    a, gamma, log2c = gl.cast(a, gl.float32), gl.cast(gamma, gl.float32), gl.cast(log2c, gl.float32)
+    # layouts: S^T = K Q^T is [BN keys, BM rows]; one warpgroup, 16 keys per warp
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, BM, 16])
+    TPC: gl.constexpr = D // 8  # threads along the head dim, 16 bytes each
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // TPC, TPC], [4, 1], [1, 0])
+    row_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+
+    rb = n_rb - 1 - gl.program_id(0)  # causal: the longest blocks first
+    bh = gl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // G
+    b64 = b.to(gl.int64)
+    blk = bh.to(gl.int64) * n_rb + rb
+    key = gl.load(KEYS + blk).to(gl.uint32, bitcast=True)
+
+    # Q block -> shared memory (the wgmma's B operand, K-major), and max |q| for the margin
+    qr = rb * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, ld_layout))
+    qd = gl.arange(0, D, layout=gl.SliceLayout(0, ld_layout))
+    q = gl.load(Q + b64 * sqb + h.to(gl.int64) * sqh + qr[:, None].to(gl.int64) * sqm + qd[None, :],
+                mask=(qr < Lq)[:, None], other=0.0)
+    qinf = gl.max(gl.max(gl.abs(q.to(gl.float32)), axis=1), axis=0)
+    q_smem = gl.allocate_shared_memory(Q.dtype.element_ty, [BM, D], q_smem_layout, q)
+    qT = q_smem.permute((1, 0))
+    k_smem = gl.allocate_shared_memory(K.dtype.element_ty, [NB, BN, D], k_smem_layout)
+
+    rows = rb * BM + gl.arange(0, BM, layout=row_layout)
+    rmask = rows < Lq
+    lse = gl.load(LSE + bh.to(gl.int64) * Lq + rows, mask=rmask, other=0.0)
+    lse = gl.where(lse == float("-inf"), 0.0, lse)
+    lse2 = gl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
+
+    kbase = K + b64 * skb + hk.to(gl.int64) * skh
+    k1base = K1 + (b64 * Hkv + hk) * Lk
+    if CAUSAL:
+        hi = gl.minimum(Lk, (rb + 1) * BM)
+        n_full = gl.minimum(rb * BM, Lk) // BN
+    else:
+        hi = Lk
+        n_full = Lk // BN
+    n_t = gl.cdiv(hi, BN)
+
+    # the first NB-1 K tiles start loading now, under the zeroing stores below
+    for s in gl.static_range(NB - 1):
+        _issue_k_tile(k_smem.index(s), kbase, s, hi, skn, BN, D, ld_layout)
+
+    if ZERO:  # this program's share of the fp32 dK/dV accumulators that phase (b) adds into
+        if h % G == 0:
+            z_layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (D // 4), D // 4], [4, 1], [1, 0])
+            zr = gl.arange(0, 64, layout=gl.SliceLayout(1, z_layout))
+            zd = gl.arange(0, D, layout=gl.SliceLayout(0, z_layout))
+            zrow0 = (b64 * Hkv + hk) * Lk
+            zhi = gl.minimum((rb + 1) * z_rows, Lk)
+            zv_layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (DVP // 4), DVP // 4], [4, 1], [1, 0])
+            zrv = gl.arange(0, 64, layout=gl.SliceLayout(1, zv_layout))
+            vofs = gl.arange(0, DVP, layout=gl.SliceLayout(0, zv_layout))
+            for r0 in range(rb * z_rows, zhi, 64):
+                r = r0 + zr
+                rr = (zrow0 + r.to(gl.int64))[:, None]
+                gl.store(ZK + rr * D + zd[None, :], gl.zeros([64, D], gl.float32, layout=z_layout),
+                         mask=(r < zhi)[:, None])
+                rv = r0 + zrv
+                rrv = (zrow0 + rv.to(gl.int64))[:, None]
+                gl.store(ZV + rrv * DV_ + vofs[None, :], gl.zeros([64, DVP], gl.float32, layout=zv_layout),
+                         mask=(rv < zhi)[:, None] & (vofs < DV_)[None, :])
+
+    # Two accumulators, used alternately, the loop unrolled by two: a loop-carried "acc = acc_next"
+    # would copy an in-flight accumulator at the back edge, and ptxas then serializes every wgmma
+    # (warning C7514). Each MMA takes its slot's dead previous value as C (use_acc=False), so the
+    # result is written in place.
+    acc0 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
+    acc1 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
+    cp.wait_group(NB - 2)
+    fence_async_shared()
+    gl.thread_barrier()
+    acc0 = warpgroup_mma(k_smem.index(0), qT, acc0, use_acc=False, is_async=True)
+    nt = rb * 0
+    for p in range(0, (n_t - 1) // 2):
+        t = 2 * p
+        _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
+        acc1 = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
+        nt = _emit(acc0, t, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+                   CAUSAL, BN, mma_layout)
+        _next_k_tile(k_smem, kbase, t + 1, hi, skn, NB, BN, D, ld_layout)
+        acc0 = warpgroup_mma(k_smem.index((t + 2) % NB), qT, acc0, use_acc=False, is_async=True)
+        acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
+        nt = _emit(acc1, t + 1, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+                   CAUSAL, BN, mma_layout)
+    # the last one or two tiles; MMA(t) is in flight in acc0
+    t = 2 * ((n_t - 1) // 2)
+    if n_t - t == 2:
+        _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
+        pend = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
+        nt = _emit(s0, t, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+                   CAUSAL, BN, mma_layout)
+        s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
+        nt = _emit(s1, t + 1, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+                   CAUSAL, BN, mma_layout)
+    else:
+        s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
+        nt = _emit(s0, t, n_full, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+                   CAUSAL, BN, mma_layout)
+    cp.wait_group(0)  # the masked-out prefetches past the last tile
+    gl.store(NT + blk, nt)
+
+
+def supported(q, k, v, attn_mask, exact: bool) -> bool:
+    """Whether union_kernel_sm90 can take this backward's phase (a)."""
+    if exact or attn_mask is not None or q.device.type != "cuda":
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0):
+        return False
+    return (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128) and 16 <= v.shape[-1] <= 128
+            and q.stride(-1) == 1 and k.stride(-1) == 1)
+
+
+def smem_layouts(dtype, D):
+    """(K tile, Q block) shared layouts: NVMMA, widest swizzle (the wgmma reads both)."""
+    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return (gl.NVMMASharedLayout.get_default_for([BN.value, D], gdt),
+            gl.NVMMASharedLayout.get_default_for([BM.value, D], gdt))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def _out_shapes(q, k, T_cap, zero, Dv):
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    n_blk = B * H * triton.cdiv(Lq, BM.value)
+    zrows = B * Hkv * Lk if zero else 1
+    return n_blk, zrows, D
+
+
+# An opaque custom op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits
+# the source as @triton.jit), so inside the traced backward (kernels/triton_op.py) this is one node.
+@torch.library.custom_op("sus::union_sm90", mutates_args=())
+def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
+               a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(tile words, tile indices, tile counts, zeroed fp32 dK and dV accumulators (1-element
+    placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel."""
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    n_rb = triton.cdiv(Lq, BM.value)
+    n_blk, zrows, _ = _out_shapes(q, k, T_cap, zero, Dv)
+    dev = q.device
+    tw = torch.empty((n_blk, T_cap), dtype=torch.int64, device=dev)
+    ti = torch.empty((n_blk, T_cap), dtype=torch.int32, device=dev)
+    nt = torch.empty(n_blk, dtype=torch.int32, device=dev)
+    zk = torch.empty((zrows, D if zero else 1), dtype=torch.float32, device=dev)
+    zv = torch.empty((zrows, Dv if zero else 1), dtype=torch.float32, device=dev)
+    kl, ql = smem_layouts(q.dtype, D)
+    union_kernel_sm90[(n_rb, B * H)](
+        q, k, lse, keys, tw, ti, nt, k1, zk, zv,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        H, H // Hkv, Hkv, Lq, Lk, n_rb, T_cap, z_rows, a, gamma, log2c,
+        CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
+        k_smem_layout=kl, q_smem_layout=ql, num_warps=4)
+    return tw, ti, nt, zk, zv
+
+
+@union_sm90.register_fake
+def _(q, k, lse, keys, k1, T_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB):
+    n_blk, zrows, D = _out_shapes(q, k, T_cap, zero, Dv)
+    return (q.new_empty((n_blk, T_cap), dtype=torch.int64), q.new_empty((n_blk, T_cap), dtype=torch.int32),
+            q.new_empty((n_blk,), dtype=torch.int32), q.new_empty((zrows, D if zero else 1), dtype=torch.float32),
+            q.new_empty((zrows, Dv if zero else 1), dtype=torch.float32))
