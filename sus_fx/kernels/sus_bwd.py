@@ -583,7 +583,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
             BM=BM, BN=BN, D=D, DP=DP, IEEE=ieee, SEED_PTR=seed_ptr,
             ZERO=zero_in_union, DVP=DVP, DV_=Dv, PROBE=int(cfg.get("PROBE", 0)),
-            num_warps=cfg["warps_a"], num_stages=cfg["stages_a"])
+            num_warps=cfg["warps_a"], num_stages=cfg["stages_a"],
+            # (a register cap for more CTAs per SM: a benchmark knob, not set by default)
+            **({"maxnreg": int(cfg["maxnreg_a"])} if "maxnreg_a" in cfg else {}))
         launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
                                                         num_warps=4)
 

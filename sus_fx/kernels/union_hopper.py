@@ -74,10 +74,10 @@ def _next_k_tile(k_smem, kbase, t, hi, skn, NB: gl.constexpr, BN: gl.constexpr, 
 
 
 @gluon.jit
-def _emit(st, t, MASKED: gl.constexpr, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+def _emit(st, t, MASKED: gl.constexpr, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1, qinf, key, gamma,
           CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
     """Tile t's keep word, appended to the block's list if it holds union columns; the new count."""
-    word = _tile_word(st, t, MASKED, a, lse2, rows, hi, k1base, qinf, key, gamma, CAUSAL, BN, mma_layout)
+    word = _tile_word(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, CAUSAL, BN, mma_layout)
     hit = word != 0
     gl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
     gl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
@@ -85,7 +85,15 @@ def _emit(st, t, MASKED: gl.constexpr, nt, TW, TI, blk, T_cap, a, lse2, rows, hi
 
 
 @gluon.jit
-def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1base, qinf, key, gamma,
+def _k1(k1base, t, hi, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """The L1 norms of key tile t's rows (the margin), in the layout of the epilogue's column max.
+    Loaded a tile ahead of its use: in the epilogue itself its L2 latency was on every tile's path."""
+    cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
+    return gl.load(k1base + cols, mask=cols < hi, other=0.0)
+
+
+@gluon.jit
+def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma,
                CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
     """The keep bits of key tile t (bit j: column t*BN + j is in the union), from st = S^T."""
     cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
@@ -96,7 +104,6 @@ def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1base, qinf, key
         if CAUSAL:
             x = gl.where(cols[:, None] <= rows[None, :], x, float("-inf"))
     m = gl.max(x, axis=1)
-    k1 = gl.load(k1base + cols, mask=cmask, other=0.0)
     delta = a * gamma * qinf * k1 + 0.0009765625
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     r = _mix32(key ^ t.to(gl.uint32))
@@ -118,32 +125,36 @@ def _run_tiles(k_smem, qT, kbase, skn, t_lo, t_hi, hi, nt, TW, TI, blk, T_cap, a
     acc0 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
     acc1 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
     acc0 = warpgroup_mma(k_smem.index(t_lo % NB), qT, acc0, use_acc=False, is_async=True)
+    k1a = _k1(k1base, t_lo, hi, BN, mma_layout)
     for p in range(0, (t_hi - t_lo - 1) // 2):
         t = t_lo + 2 * p
         _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
         acc1 = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        nt = _emit(acc0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+        nt = _emit(acc0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
         _next_k_tile(k_smem, kbase, t + 1, hi, skn, NB, BN, D, ld_layout)
         acc0 = warpgroup_mma(k_smem.index((t + 2) % NB), qT, acc0, use_acc=False, is_async=True)
+        k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
         acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
-        nt = _emit(acc1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+        nt = _emit(acc1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1b, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
     # the last one or two tiles; MMA(t) is in flight in acc0
     t = t_lo + 2 * ((t_hi - t_lo - 1) // 2)
     if t_hi - t == 2:
         _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
         pend = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
         s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
-        nt = _emit(s1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+        nt = _emit(s1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1b, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
     else:
         s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
-        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1base, qinf, key, gamma,
+        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
     return nt
 
