@@ -88,22 +88,25 @@ def _ptxas(ptx_text):
 
 
 def compile_gluon_union(D=128, dtype="bf16", NB=4):
-    """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on)."""
+    """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on; K
+    through a TMA descriptor)."""
     import torch
     from triton.experimental.gluon._runtime import GluonASTSource
     from sus_fx.kernels import union_hopper
     fn = union_hopper.union_kernel_sm90
-    kl, ql = union_hopper.smem_layouts({"bf16": torch.bfloat16, "fp16": torch.float16}[dtype], D)
-    consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, k_smem_layout=kl, q_smem_layout=ql)
-    ptrs = {"Q": "*" + dtype, "K": "*" + dtype, "LSE": "*fp32", "KEYS": "*i32", "TW": "*i64", "TI": "*i32",
-            "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, q_smem_layout=union_hopper.q_smem_layout(tdt, D))
+    kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, 64, D], union_hopper._gl_dtype(tdt))
+    ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, 64, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
+            "TW": "*i64", "TI": "*i32", "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
         if n in consts:
             sig[n] = "constexpr"
         elif n in ptrs:
             sig[n] = ptrs[n]
-            attrs[(i,)] = [["tt.divisibility", 16]]
+            if n != "k_desc":
+                attrs[(i,)] = [["tt.divisibility", 16]]
         elif n in _FLOATS:
             sig[n] = "fp32"
         else:

@@ -201,18 +201,21 @@ def _sm90_or_skip(q, k, v):
         pytest.skip("the Gluon union kernel needs an sm_90 GPU and Triton's Gluon")
 
 
-@pytest.mark.parametrize("B,H,Hkv,L,Lk,D,dtype,causal", [
-    (1, 4, 2, 1500, None, 128, torch.bfloat16, True),   # GQA, a length that is no multiple of a tile
-    (2, 2, 2, 700, None, 64, torch.float16, True),
-    (1, 2, 1, 384, 1000, 64, torch.bfloat16, False),    # Lq != Lk
-    (1, 1, 1, 100, None, 128, torch.bfloat16, True),    # one block, one or two tiles
-    (1, 1, 1, 130, None, 64, torch.bfloat16, True),     # two blocks: the tail's one- and two-tile ends
+@pytest.mark.parametrize("B,H,Hkv,L,Lk,D,dtype,causal,k_bshd", [
+    (1, 4, 2, 1500, None, 128, torch.bfloat16, True, False),   # GQA, a length that is no multiple of a tile
+    (2, 2, 2, 700, None, 64, torch.float16, True, True),       # K a transposed [B, L, H, D] tensor
+    (1, 2, 1, 384, 1000, 64, torch.bfloat16, False, False),    # Lq != Lk
+    (1, 1, 1, 100, None, 128, torch.bfloat16, True, False),    # one block, one or two tiles
+    (1, 1, 1, 130, None, 64, torch.bfloat16, True, False),     # two blocks: the tail's one- and two-tile ends
+    (2, 3, 3, 3000, None, 128, torch.bfloat16, True, True),
 ])
-def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal):
+def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_bshd):
     """The Gluon phase (a) finds the unions the Triton kernel finds. Both compute S on wgmma in
     fp32; a column whose threshold test sits within rounding of the other kernel's may differ,
     which the margin makes harmless (a union only needs to be a superset): allow 1% of blocks."""
     q, k, v, do = _inputs(B, H, Hkv, L, D, dtype, seed=11, Lk=Lk, qscale=2.0)
+    if k_bshd:  # the layout models get from q.view(B, L, H, D).transpose(1, 2): a 4-D TMA descriptor
+        k = k.transpose(1, 2).contiguous().transpose(1, 2)
     _sm90_or_skip(q, k, v)
     a = _union_sets(q, k, v, do, causal, 16.0, 5, 1)
     b = _union_sets(q, k, v, do, causal, 16.0, 5, 0)

@@ -33,8 +33,8 @@ import triton
 from torch import Tensor
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 BM = gl.constexpr(128)  # query rows per program (the wgmma's N)
 BN = gl.constexpr(64)   # keys per tile (the wgmma's M: one warpgroup, 16 keys per warp)
@@ -52,25 +52,30 @@ def _mix32(x):
 
 
 @gluon.jit
-def _issue_k_tile(k_buf, kbase, t, hi, skn, BN: gl.constexpr, D: gl.constexpr, ld_layout: gl.constexpr):
-    """cp.async of key tile t (rows t*BN .. t*BN+BN-1, those >= hi zero-filled) into k_buf."""
-    cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, ld_layout))
-    dofs = gl.arange(0, D, layout=gl.SliceLayout(0, ld_layout))
-    ptrs = kbase + cols[:, None].to(gl.int64) * skn + dofs[None, :]
-    cp.async_copy_global_to_shared(k_buf, ptrs, mask=(cols < hi)[:, None])
-    cp.commit_group()
+def _load_k(k_desc, k_smem, bars, b, hk, t, n_t, NB: gl.constexpr, BN: gl.constexpr):
+    """TMA of key tile t (rows past Lk zero-filled) into buffer t % NB; its barrier counts the bytes.
+    Tiles past the block's last are not loaded (their barrier is never waited for)."""
+    i = t % NB
+    mbarrier.expect(bars.index(i), k_desc.block_type.nbytes, pred=t < n_t)
+    tma.async_copy_global_to_shared(k_desc, [b, hk, t * BN, 0], bars.index(i), k_smem.index(i), pred=t < n_t)
 
 
 @gluon.jit
-def _next_k_tile(k_smem, kbase, t, hi, skn, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                 ld_layout: gl.constexpr):
-    """Before MMA(t+1): wait until K tile t+1 is in shared memory, make it visible to the tensor
-    cores, and refill the buffer MMA(t-1) read (retired by every warp before the barrier) with
-    tile t+NB-1."""
-    cp.wait_group(NB - 3)
-    fence_async_shared()
+def _k_tile(k_smem, bars, t, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+    """Key tile t in shared memory, once its TMA has landed, as the wgmma's [BN, D] operand."""
+    i = t % NB
+    mbarrier.wait(bars.index(i), (t // NB) & 1)
+    return k_smem.index(i).reshape([BN, D])
+
+
+@gluon.jit
+def _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+    """Before MMA(t+1): K tile t+1 in shared memory; then refill the buffer that MMA(t-1) read (every
+    warp retired it, wgmma.wait_group 1, before the barrier) with tile t+NB-1."""
+    kt = _k_tile(k_smem, bars, t + 1, NB, BN, D)
     gl.thread_barrier()
-    _issue_k_tile(k_smem.index((t + NB - 1) % NB), kbase, t + NB - 1, hi, skn, BN, D, ld_layout)
+    _load_k(k_desc, k_smem, bars, b, hk, t + NB - 1, n_t, NB, BN)
+    return kt
 
 
 @gluon.jit
@@ -114,28 +119,28 @@ def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
 
 
 @gluon.jit
-def _run_tiles(k_smem, qT, kbase, skn, t_lo, t_hi, hi, nt, TW, TI, blk, T_cap, a, lse2, rows, k1base, qinf, key,
-               gamma, MASKED: gl.constexpr, CAUSAL: gl.constexpr, NB: gl.constexpr, BN: gl.constexpr,
-               BM: gl.constexpr, D: gl.constexpr, ld_layout: gl.constexpr, mma_layout: gl.constexpr):
-    """Tiles t_lo .. t_hi-1 (K tile t_lo already in shared memory), pipelined; returns the count.
+def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2, rows, k1base,
+               qinf, key, gamma, MASKED: gl.constexpr, CAUSAL: gl.constexpr, NB: gl.constexpr, BN: gl.constexpr,
+               BM: gl.constexpr, D: gl.constexpr, mma_layout: gl.constexpr):
+    """Tiles t_lo .. t_hi-1 (the TMA of K tile t_lo issued), pipelined; returns the count.
     Two accumulators, used alternately, the loop unrolled by two: a loop-carried "acc = acc_next"
     would copy an in-flight accumulator at the back edge, and ptxas then serializes every wgmma
     (warning C7514). Each MMA takes its slot's dead previous value as C (use_acc=False), so the
     result is written in place."""
     acc0 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
     acc1 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
-    acc0 = warpgroup_mma(k_smem.index(t_lo % NB), qT, acc0, use_acc=False, is_async=True)
+    acc0 = warpgroup_mma(_k_tile(k_smem, bars, t_lo, NB, BN, D), qT, acc0, use_acc=False, is_async=True)
     k1a = _k1(k1base, t_lo, hi, BN, mma_layout)
     for p in range(0, (t_hi - t_lo - 1) // 2):
         t = t_lo + 2 * p
-        _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
-        acc1 = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB, BN, D)
+        acc1 = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
         nt = _emit(acc0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
                    CAUSAL, BN, mma_layout)
-        _next_k_tile(k_smem, kbase, t + 1, hi, skn, NB, BN, D, ld_layout)
-        acc0 = warpgroup_mma(k_smem.index((t + 2) % NB), qT, acc0, use_acc=False, is_async=True)
+        kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t + 1, n_t, NB, BN, D)
+        acc0 = warpgroup_mma(kt, qT, acc0, use_acc=False, is_async=True)
         k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
         acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
         nt = _emit(acc1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1b, qinf, key, gamma,
@@ -143,8 +148,8 @@ def _run_tiles(k_smem, qT, kbase, skn, t_lo, t_hi, hi, nt, TW, TI, blk, T_cap, a
     # the last one or two tiles; MMA(t) is in flight in acc0
     t = t_lo + 2 * ((t_hi - t_lo - 1) // 2)
     if t_hi - t == 2:
-        _next_k_tile(k_smem, kbase, t, hi, skn, NB, BN, D, ld_layout)
-        pend = warpgroup_mma(k_smem.index((t + 1) % NB), qT, acc1, use_acc=False, is_async=True)
+        kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB, BN, D)
+        pend = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
         nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
@@ -160,14 +165,14 @@ def _run_tiles(k_smem, qT, kbase, skn, t_lo, t_hi, hi, nt, TW, TI, blk, T_cap, a
 
 
 @gluon.jit
-def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
-                      sqb, sqh, sqm, skb, skh, skn,
+def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
+                      sqb, sqh, sqm,
                       H, G, Hkv, Lq, Lk, n_rb, T_cap, z_rows,
                       a, gamma, log2c,
                       CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
                       ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
-                      k_smem_layout: gl.constexpr, q_smem_layout: gl.constexpr):
-    gl.static_assert(NB >= 3, "the loop waits for K tile t+1 with NB - 3 copies left in flight")
+                      q_smem_layout: gl.constexpr):
+    gl.static_assert(NB >= 3, "tile t+1 must be in flight before MMA(t) is waited for")
     # fp32 whatever the launcher typed them (see sus_bwd._union_kernel)
     a, gamma, log2c = gl.cast(a, gl.float32), gl.cast(gamma, gl.float32), gl.cast(log2c, gl.float32)
     # layouts: S^T = K Q^T is [BN keys, BM rows]; one warpgroup, 16 keys per warp
@@ -194,7 +199,10 @@ def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     qinf = gl.max(gl.max(gl.abs(q.to(gl.float32)), axis=1), axis=0)
     q_smem = gl.allocate_shared_memory(Q.dtype.element_ty, [BM, D], q_smem_layout, q)
     qT = q_smem.permute((1, 0))
-    k_smem = gl.allocate_shared_memory(K.dtype.element_ty, [NB, BN, D], k_smem_layout)
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [NB] + k_desc.block_type.shape, k_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NB):
+        mbarrier.init(bars.index(i), count=1)
 
     rows = rb * BM + gl.arange(0, BM, layout=row_layout)
     rmask = rows < Lq
@@ -202,7 +210,6 @@ def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     lse = gl.where(lse == float("-inf"), 0.0, lse)
     lse2 = gl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
 
-    kbase = K + b64 * skb + hk.to(gl.int64) * skh
     k1base = K1 + (b64 * Hkv + hk) * Lk
     if CAUSAL:
         hi = gl.minimum(Lk, (rb + 1) * BM)
@@ -214,7 +221,7 @@ def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
 
     # the first NB-1 K tiles start loading now, under the zeroing stores below
     for s in gl.static_range(NB - 1):
-        _issue_k_tile(k_smem.index(s), kbase, s, hi, skn, BN, D, ld_layout)
+        _load_k(k_desc, k_smem, bars, b, hk, s, n_t, NB, BN)
 
     if ZERO:  # this program's share of the fp32 dK/dV accumulators that phase (b) adds into
         if h % G == 0:
@@ -236,21 +243,22 @@ def union_kernel_sm90(Q, K, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
                 gl.store(ZV + rrv * DV_ + vofs[None, :], gl.zeros([64, DVP], gl.float32, layout=zv_layout),
                          mask=(rv < zhi)[:, None] & (vofs < DV_)[None, :])
 
-    cp.wait_group(NB - 2)
-    fence_async_shared()
-    gl.thread_barrier()  # K tile 0 (and the Q block) are in shared memory
+    fence_async_shared()  # the Q block, stored by the threads, is read by the tensor cores
+    gl.thread_barrier()
     nt = rb * 0
     # The tiles below the diagonal need no masking; their epilogue is ~40% shorter. Two pipelined
     # runs (a branch inside one loop was if-converted: every tile paid for the masking).
     if n_full > 0:
-        nt = _run_tiles(k_smem, qT, kbase, skn, 0, n_full, hi, nt, TW, TI, blk, T_cap, a, lse2, rows,
-                        k1base, qinf, key, gamma, False, CAUSAL, NB, BN, BM, D, ld_layout, mma_layout)
+        nt = _run_tiles(k_desc, k_smem, bars, qT, b, hk, 0, n_full, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2,
+                        rows, k1base, qinf, key, gamma, False, CAUSAL, NB, BN, BM, D, mma_layout)
         if n_full < n_t:
-            _next_k_tile(k_smem, kbase, n_full - 1, hi, skn, NB, BN, D, ld_layout)
+            gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
+            _load_k(k_desc, k_smem, bars, b, hk, n_full + NB - 2, n_t, NB, BN)
     if n_full < n_t:
-        nt = _run_tiles(k_smem, qT, kbase, skn, n_full, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2, rows,
-                        k1base, qinf, key, gamma, True, CAUSAL, NB, BN, BM, D, ld_layout, mma_layout)
-    cp.wait_group(0)  # the masked-out prefetches past the last tile
+        nt = _run_tiles(k_desc, k_smem, bars, qT, b, hk, n_full, n_t, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2,
+                        rows, k1base, qinf, key, gamma, True, CAUSAL, NB, BN, BM, D, mma_layout)
+    for i in gl.static_range(NB):
+        mbarrier.invalidate(bars.index(i))
     gl.store(NT + blk, nt)
 
 
@@ -260,15 +268,26 @@ def supported(q, k, v, attn_mask, exact: bool) -> bool:
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0):
         return False
+    # TMA: 16-byte aligned base and strides, unit stride along the head dim
     return (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128) and 16 <= v.shape[-1] <= 128
-            and q.stride(-1) == 1 and k.stride(-1) == 1)
+            and q.stride(-1) == 1 and k.stride(-1) == 1 and k.data_ptr() % 16 == 0
+            and all(st % 8 == 0 for st in k.stride()[:-1]))
 
 
-def smem_layouts(dtype, D):
-    """(K tile, Q block) shared layouts: NVMMA, widest swizzle (the wgmma reads both)."""
-    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-    return (gl.NVMMASharedLayout.get_default_for([BN.value, D], gdt),
-            gl.NVMMASharedLayout.get_default_for([BM.value, D], gdt))
+def _gl_dtype(dtype):
+    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+
+
+def q_smem_layout(dtype, D):
+    """The Q block's shared layout: NVMMA, widest swizzle (the wgmma's B operand)."""
+    return gl.NVMMASharedLayout.get_default_for([BM.value, D], _gl_dtype(dtype))
+
+
+def k_descriptor(k):
+    """TMA descriptor of K [B, Hkv, Lk, D], any strides TMA takes, one [1, 1, BN, D] box per tile."""
+    box = [1, 1, BN.value, k.shape[-1]]
+    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(k.dtype))
+    return TensorDescriptor(k, list(k.shape), list(k.stride()), box, layout)
 
 
 def _pow2(n: int) -> int:
@@ -301,13 +320,12 @@ def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_ca
     nt = torch.empty(n_blk, dtype=torch.int32, device=dev)
     zk = torch.empty((zrows, D if zero else 1), dtype=torch.float32, device=dev)
     zv = torch.empty((zrows, Dv if zero else 1), dtype=torch.float32, device=dev)
-    kl, ql = smem_layouts(q.dtype, D)
     union_kernel_sm90[(n_rb, B * H)](
-        q, k, lse, keys, tw, ti, nt, k1, zk, zv,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        q, k_descriptor(k), lse, keys, tw, ti, nt, k1, zk, zv,
+        q.stride(0), q.stride(1), q.stride(2),
         H, H // Hkv, Hkv, Lq, Lk, n_rb, T_cap, z_rows, a, gamma, log2c,
         CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
-        k_smem_layout=kl, q_smem_layout=ql, num_warps=4)
+        q_smem_layout=q_smem_layout(q.dtype, D), num_warps=4)
     return tw, ti, nt, zk, zv
 
 
