@@ -95,7 +95,8 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4):
     from sus_fx.kernels import union_hopper
     fn = union_hopper.union_kernel_sm90
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, q_smem_layout=union_hopper.q_smem_layout(tdt, D))
+    consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, q_smem_layout=union_hopper.q_smem_layout(tdt, D),
+                  TMAX=1024)
     kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, 64, D], union_hopper._gl_dtype(tdt))
     ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, 64, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
             "TW": "*i64", "TI": "*i32", "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}

@@ -442,6 +442,10 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
     # wgmma, no spill (H200, 16k: 0.69 ms against 0.77 for 64-row halves with 32 columns and 4
     # warps, the H100 choice of stop 7; notes/KERNELS.md, stop 11)
+    # Phase (a) in Gluon (union_hopper.py) where the GPU is an sm_90 one: at D = 128 only. At D = 64
+    # the Triton kernel runs three CTAs per SM (165 registers) against the Gluon kernel's two, and
+    # was faster on the H200 (notes/KERNELS.md, stop 12).
+    cfg["SM90"] = 1 if DP == 128 and not big else 0
     return cfg
 
 
@@ -546,8 +550,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     # to torch.compile's analysis of what a kernel writes) and the buffers are made below.
     zero_in_union = not exact and not deterministic and bool(cfg.get("zero", 1))
     # Phase (a) on Hopper: the Gluon kernel with its explicit MMA pipeline (union_hopper.py), where
-    # it applies; SM90=0 keeps the Triton kernel (benchmarks compare the two).
-    sm90 = _sm90_union() if int(cfg.get("SM90", 1)) and BM == 128 and BN == 64 else None
+    # config() picks it and it applies; SM90=0 keeps the Triton kernel (benchmarks compare the two).
+    sm90 = _sm90_union() if int(cfg.get("SM90", 0)) and BM == 128 and BN == 64 else None
     if sm90 is not None and not sm90.supported(q, k, v, attn_mask, exact):
         sm90 = None
     if zero_in_union and sm90 is None:

@@ -38,6 +38,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 BM = gl.constexpr(128)  # query rows per program (the wgmma's N)
 BN = gl.constexpr(64)   # keys per tile (the wgmma's M: one warpgroup, 16 keys per warp)
+MAX_LK = 65536
 
 
 @gluon.jit
@@ -79,14 +80,46 @@ def _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB: gl.constexpr, BN: gl.c
 
 
 @gluon.jit
-def _emit(st, t, MASKED: gl.constexpr, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1, qinf, key, gamma,
+def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma,
           CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
-    """Tile t's keep word, appended to the block's list if it holds union columns; the new count."""
-    word = _tile_word(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, CAUSAL, BN, mma_layout)
-    hit = word != 0
-    gl.store(TW + blk * T_cap + nt, word, mask=hit & (nt < T_cap))
-    gl.store(TI + blk * T_cap + nt, t, mask=hit & (nt < T_cap))
-    return nt + hit.to(gl.int32)
+    """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: a reduction inside each
+    warp and one shared store, no barrier. The block's list is compacted once at its end
+    (_compact_words); a per-tile reduction across the warps cost three barriers per tile."""
+    keepc = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, CAUSAL, BN, mma_layout)
+    jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
+    bits = gl.where(keepc, gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, mma_layout)) << (jl % 16), 0)
+    part = gl.sum(gl.reshape(bits, [BN // 16, 16]), axis=1)  # distinct powers of two: the sum is the or
+    words.index(t).store(part.to(gl.int16))
+
+
+@gluon.jit
+def _add(x, y):
+    return x + y
+
+
+@gluon.jit
+def _compact_words(words, n_t, TW, TI, blk, T_cap, TMAX: gl.constexpr, BN: gl.constexpr):
+    """The block's tiles with union columns, in order: TW (64 keep bits), TI (tile); returns their
+    number. words[t, w] holds bits 16w .. 16w+15 of tile t."""
+    CH: gl.constexpr = 128
+    cl: gl.constexpr = gl.BlockedLayout([1, BN // 16], [32, 1], [4, 1], [1, 0])
+    l1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    shifts = (gl.arange(0, BN // 16, layout=gl.SliceLayout(0, cl)) * 16).to(gl.int64)
+    w2d = words._reinterpret(gl.int16, [TMAX, BN // 16],
+                             gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
+    nt = n_t * 0
+    for ci in gl.static_range(TMAX // CH):
+        if ci * CH < n_t:
+            w4 = w2d.slice(ci * CH, CH).load(cl).to(gl.int64) & 0xFFFF
+            word = gl.convert_layout(gl.sum(w4 << shifts[None, :], axis=1), l1)  # (the scan wants a plain layout)
+            tiles = ci * CH + gl.arange(0, CH, layout=l1)
+            hit = (word != 0) & (tiles < n_t)
+            h = hit.to(gl.int32)
+            pos = nt + gl.associative_scan(h, 0, _add) - h
+            gl.store(TW + blk * T_cap + pos, word, mask=hit & (pos < T_cap))
+            gl.store(TI + blk * T_cap + pos, tiles, mask=hit & (pos < T_cap))
+            nt += gl.sum(h, 0)
+    return nt
 
 
 @gluon.jit
@@ -98,9 +131,9 @@ def _k1(k1base, t, hi, BN: gl.constexpr, mma_layout: gl.constexpr):
 
 
 @gluon.jit
-def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma,
+def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma,
                CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
-    """The keep bits of key tile t (bit j: column t*BN + j is in the union), from st = S^T."""
+    """Which columns of key tile t are in the union, from st = S^T (as sus_bwd._union_kernel)."""
     cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     cmask = cols < hi
     x = st * a - lse2[None, :]
@@ -113,16 +146,14 @@ def _tile_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     r = _mix32(key ^ t.to(gl.uint32))
     u = ((r + jl.to(gl.uint32) * 5184561) & 0x7FFFFF).to(gl.int32).to(gl.float32) * (1.0 / 8388608.0)
-    keepc = (u < gl.exp2(m + delta)) & cmask
-    bits = gl.full([BN], 1, gl.int64, layout=gl.SliceLayout(1, mma_layout)) << jl.to(gl.int64)
-    return gl.sum(gl.where(keepc, bits, 0), axis=0)
+    return (u < gl.exp2(m + delta)) & cmask
 
 
 @gluon.jit
-def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2, rows, k1base,
+def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, words, a, lse2, rows, k1base,
                qinf, key, gamma, MASKED: gl.constexpr, CAUSAL: gl.constexpr, NB: gl.constexpr, BN: gl.constexpr,
                BM: gl.constexpr, D: gl.constexpr, mma_layout: gl.constexpr):
-    """Tiles t_lo .. t_hi-1 (the TMA of K tile t_lo issued), pipelined; returns the count.
+    """Tiles t_lo .. t_hi-1 (the TMA of K tile t_lo issued), pipelined, their keep bits into words.
     Two accumulators, used alternately, the loop unrolled by two: a loop-carried "acc = acc_next"
     would copy an in-flight accumulator at the back edge, and ptxas then serializes every wgmma
     (warning C7514). Each MMA takes its slot's dead previous value as C (use_acc=False), so the
@@ -137,14 +168,14 @@ def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, nt, TW, TI,
         acc1 = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        nt = _emit(acc0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                   CAUSAL, BN, mma_layout)
+        _emit(acc0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
+                  CAUSAL, BN, mma_layout)
         kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t + 1, n_t, NB, BN, D)
         acc0 = warpgroup_mma(kt, qT, acc0, use_acc=False, is_async=True)
         k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
         acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
-        nt = _emit(acc1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1b, qinf, key, gamma,
-                   CAUSAL, BN, mma_layout)
+        _emit(acc1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
+                  CAUSAL, BN, mma_layout)
     # the last one or two tiles; MMA(t) is in flight in acc0
     t = t_lo + 2 * ((t_hi - t_lo - 1) // 2)
     if t_hi - t == 2:
@@ -152,16 +183,15 @@ def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, nt, TW, TI,
         pend = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                   CAUSAL, BN, mma_layout)
+        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
+                  CAUSAL, BN, mma_layout)
         s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
-        nt = _emit(s1, t + 1, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1b, qinf, key, gamma,
-                   CAUSAL, BN, mma_layout)
+        _emit(s1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
+                  CAUSAL, BN, mma_layout)
     else:
         s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
-        nt = _emit(s0, t, MASKED, nt, TW, TI, blk, T_cap, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                   CAUSAL, BN, mma_layout)
-    return nt
+        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
+                  CAUSAL, BN, mma_layout)
 
 
 @gluon.jit
@@ -171,7 +201,7 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
                       a, gamma, log2c,
                       CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
                       ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
-                      q_smem_layout: gl.constexpr):
+                      q_smem_layout: gl.constexpr, TMAX: gl.constexpr):
     gl.static_assert(NB >= 3, "tile t+1 must be in flight before MMA(t) is waited for")
     # fp32 whatever the launcher typed them (see sus_bwd._union_kernel)
     a, gamma, log2c = gl.cast(a, gl.float32), gl.cast(gamma, gl.float32), gl.cast(log2c, gl.float32)
@@ -201,6 +231,10 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     qT = q_smem.permute((1, 0))
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [NB] + k_desc.block_type.shape, k_desc.layout)
     bars = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
+    # per tile and warp, the warp's 16 keep bits (TMAX >= the block's tile count)
+    # (one buffer of BN/16 per tile: words.index(t) is tile t's row; _compact_words reads it as 2-D)
+    words = gl.allocate_shared_memory(gl.int16, [TMAX, BN // 16],
+                                      gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     for i in gl.static_range(NB):
         mbarrier.init(bars.index(i), count=1)
 
@@ -245,20 +279,21 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
 
     fence_async_shared()  # the Q block, stored by the threads, is read by the tensor cores
     gl.thread_barrier()
-    nt = rb * 0
     # The tiles below the diagonal need no masking; their epilogue is ~40% shorter. Two pipelined
     # runs (a branch inside one loop was if-converted: every tile paid for the masking).
     if n_full > 0:
-        nt = _run_tiles(k_desc, k_smem, bars, qT, b, hk, 0, n_full, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2,
-                        rows, k1base, qinf, key, gamma, False, CAUSAL, NB, BN, BM, D, mma_layout)
+        _run_tiles(k_desc, k_smem, bars, qT, b, hk, 0, n_full, n_t, hi, words, a, lse2,
+                   rows, k1base, qinf, key, gamma, False, CAUSAL, NB, BN, BM, D, mma_layout)
         if n_full < n_t:
             gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
             _load_k(k_desc, k_smem, bars, b, hk, n_full + NB - 2, n_t, NB, BN)
     if n_full < n_t:
-        nt = _run_tiles(k_desc, k_smem, bars, qT, b, hk, n_full, n_t, n_t, hi, nt, TW, TI, blk, T_cap, a, lse2,
-                        rows, k1base, qinf, key, gamma, True, CAUSAL, NB, BN, BM, D, mma_layout)
+        _run_tiles(k_desc, k_smem, bars, qT, b, hk, n_full, n_t, n_t, hi, words, a, lse2,
+                   rows, k1base, qinf, key, gamma, True, CAUSAL, NB, BN, BM, D, mma_layout)
     for i in gl.static_range(NB):
         mbarrier.invalidate(bars.index(i))
+    gl.thread_barrier()  # every warp's words are in
+    nt = _compact_words(words, n_t, TW, TI, blk, T_cap, TMAX, BN)
     gl.store(NT + blk, nt)
 
 
@@ -268,8 +303,10 @@ def supported(q, k, v, attn_mask, exact: bool) -> bool:
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0):
         return False
-    # TMA: 16-byte aligned base and strides, unit stride along the head dim
+    # TMA: 16-byte aligned base and strides, unit stride along the head dim. Lk: the per-block keep
+    # words staged in shared memory (8 bytes per key tile) stay within 8 KB
     return (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128) and 16 <= v.shape[-1] <= 128
+            and k.shape[2] <= MAX_LK
             and q.stride(-1) == 1 and k.stride(-1) == 1 and k.data_ptr() % 16 == 0
             and all(st % 8 == 0 for st in k.stride()[:-1]))
 
@@ -325,7 +362,7 @@ def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_ca
         q.stride(0), q.stride(1), q.stride(2),
         H, H // Hkv, Hkv, Lq, Lk, n_rb, T_cap, z_rows, a, gamma, log2c,
         CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
-        q_smem_layout=q_smem_layout(q.dtype, D), num_warps=4)
+        q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))), num_warps=4)
     return tw, ti, nt, zk, zv
 
 
