@@ -442,10 +442,10 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
     # wgmma, no spill (H200, 16k: 0.69 ms against 0.77 for 64-row halves with 32 columns and 4
     # warps, the H100 choice of stop 7; notes/KERNELS.md, stop 11)
-    # Phase (a) in Gluon (union_hopper.py) where the GPU is an sm_90 one: at D = 128 only. At D = 64
-    # the Triton kernel runs three CTAs per SM (165 registers) against the Gluon kernel's two, and
-    # was faster on the H200 (notes/KERNELS.md, stop 12).
-    cfg["SM90"] = 1 if DP == 128 and not big else 0
+    # Phase (a) in Gluon (union_hopper.py) where the GPU is an sm_90 one and the shape fits it
+    # (H200, 16k: 1.13 ms against 1.31 at D = 128, 1.52 against 1.57 at D = 64; notes/KERNELS.md,
+    # stop 12)
+    cfg["SM90"] = 0 if big else 1
     return cfg
 
 

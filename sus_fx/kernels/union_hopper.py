@@ -2,27 +2,36 @@
 
 Same inputs, outputs and decisions as sus_bwd._union_kernel (read its docstring first): per query
 block of 128 rows, per key tile of 64 keys, S^T = K Q^T on the tensor cores, x = a S - lse2, the
-column max over the block's rows, and one word of keep bits per tile that holds union columns.
+column max over the block's rows, and the keep bits of the tiles that hold union columns.
 
-Why a second version: Triton 3.6 compiles _union_kernel's loop as "wait for the K tile, one wgmma,
-wait for it to finish, epilogue" (warp_group_dot_wait {pendings=0} after every tile: see
-notes/KERNELS.md, stop 11). The tensor cores then idle through every epilogue unless the SM's other
-CTA happens to fill the gap; with the epilogue removed the loop still ran at 60% of the MMA floor.
-Here the MMA of tile t+1 is issued *before* the epilogue of tile t and only then is tile t waited
-for (wgmma.wait_group 1), so one MMA is always queued behind the epilogue:
+Why a second version. Triton 3.6 compiles _union_kernel's loop as "wait for the K tile, one wgmma,
+wait for it, epilogue", and that kernel ran at ~51% tensor-pipe activity on the H200 with nothing
+saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
 
-    prologue: cp.async K tiles 0 .. NB-2; MMA(0)
-    for t:    wait K tile t+1 -> fence -> barrier -> cp.async K tile t+NB-1 -> MMA(t+1)
-              -> wait MMA(t) -> epilogue(t)
+  * the MMA of tile t+1 is issued before the epilogue of tile t, which then waits with one MMA
+    outstanding, so the tensor cores have work queued behind every epilogue;
+  * K tiles come by TMA (one instruction, an mbarrier per buffer) rather than cp.async (~60
+    instructions per tile per warp of addresses, masks, waits and fences);
+  * each warp's 16 keep bits of a tile go to shared memory, and the block's tile list is compacted
+    once at its end, instead of a reduction across the four warps (three barriers) per tile.
+
+With two CTAs of four warps per SM (registers), time per tile is set by each warp's instruction
+stream (~260 instructions at ~5.5 cycles) more than by the MMA: fewer instructions per tile is what
+moved it (1.31 -> 1.17 -> 1.13 ms at 16k, D = 128, on the H200).
+
+    prologue: TMA K tiles 0 .. NB-2; MMA(0)
+    for t:    wait K tile t+1 -> barrier -> TMA K tile t+NB-1 -> MMA(t+1) -> wait MMA(t) -> epilogue(t)
     last:     wait MMA(n-1) -> epilogue(n-1)
+    end:      compact the block's per-tile words into TW / TI / NT
 
-The barrier also orders the reuse of K buffers: the buffer refilled in iteration t was read by
-MMA(t-1), which every warp retired (wait_group 1) in iteration t-1, before the barrier.
+The barrier orders the reuse of K buffers: the buffer refilled in iteration t was read by MMA(t-1),
+which every warp retired (wgmma.wait_group 1) in iteration t-1, before the barrier.
 
 Scope (sus_bwd.sus_backward falls back to the Triton kernel otherwise): an sm_90 GPU, fp16/bf16,
-head dim 64 or 128, no attention mask (causal or not). The per-block random key is an input here
-(KEYS, made by sus_bwd._block_keys_kernel): Gluon has no Philox, and one Triton launch of a few
-microseconds computes it bit for bit as _union_kernel and _sparse_bwd_kernel do.
+head dim 64 or 128, no attention mask (causal or not), Lk <= 65536, a key tensor TMA can read
+(16-byte aligned base and strides). It runs as the opaque custom op sus::union_sm90: Inductor
+cannot trace Gluon. The per-block random key is an input (KEYS, from sus_bwd._block_keys_kernel):
+Gluon has no Philox, and one Triton launch computes it bit for bit as the Triton kernels do.
 """
 from __future__ import annotations
 
