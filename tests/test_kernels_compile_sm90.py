@@ -63,3 +63,23 @@ def test_every_kernel_compiles_for_sm90(rows):
                                     "union_kernel_sm90"}
     for r in rows.values():
         assert r["registers"] <= 255, r
+
+
+def test_gluon_union_eligibility_reads_only_shapes():
+    """union_hopper.supported runs while torch.compile traces the backward, on fake tensors: it may
+    read shapes, strides and dtypes, never a data pointer (a warning, an error in some versions)."""
+    import warnings
+    from unittest import mock
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    uh = pytest.importorskip("sus_fx.kernels.union_hopper")
+    with mock.patch("torch.cuda.get_device_capability", return_value=(9, 0)), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with FakeTensorMode():
+            q = torch.empty(1, 4, 1024, 64, device="cuda", dtype=torch.bfloat16)
+            k = torch.empty(1, 2, 1024, 64, device="cuda", dtype=torch.bfloat16)
+            assert uh.supported(q, k, k, None, False)
+            assert not uh.supported(q.float(), k.float(), k.float(), None, False)
+            assert not uh.supported(q, k, k, None, True)

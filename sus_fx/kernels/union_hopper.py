@@ -28,8 +28,8 @@ The barrier orders the reuse of K buffers: the buffer refilled in iteration t wa
 which every warp retired (wgmma.wait_group 1) in iteration t-1, before the barrier.
 
 Scope (sus_bwd.sus_backward falls back to the Triton kernel otherwise): an sm_90 GPU, fp16/bf16,
-head dim 64 or 128, no attention mask (causal or not), Lk <= 65536, a key tensor TMA can read
-(16-byte aligned base and strides). It runs as the opaque custom op sus::union_sm90: Inductor
+head dim 64 or 128, no attention mask (causal or not), Lk <= 65536 (a key tensor TMA cannot read,
+a base or stride not 16-byte aligned, is copied first). It runs as the opaque custom op sus::union_sm90: Inductor
 cannot trace Gluon. The per-block random key is an input (KEYS, from sus_bwd._block_keys_kernel):
 Gluon has no Philox, and one Triton launch computes it bit for bit as the Triton kernels do.
 """
@@ -312,12 +312,11 @@ def supported(q, k, v, attn_mask, exact: bool) -> bool:
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0):
         return False
-    # TMA: 16-byte aligned base and strides, unit stride along the head dim. Lk: the per-block keep
-    # words staged in shared memory (8 bytes per key tile) stay within 8 KB
+    # Lk: the per-block keep words staged in shared memory (8 bytes per key tile) stay within 8 KB.
+    # Only shapes and dtypes here: under torch.compile this runs on fake tensors (no data pointer);
+    # union_sm90 itself copies a key tensor TMA cannot read.
     return (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128) and 16 <= v.shape[-1] <= 128
-            and k.shape[2] <= MAX_LK
-            and q.stride(-1) == 1 and k.stride(-1) == 1 and k.data_ptr() % 16 == 0
-            and all(st % 8 == 0 for st in k.stride()[:-1]))
+            and k.shape[2] <= MAX_LK)
 
 
 def _gl_dtype(dtype):
@@ -361,6 +360,10 @@ def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_ca
     n_rb = triton.cdiv(Lq, BM.value)
     n_blk, zrows, _ = _out_shapes(q, k, T_cap, zero, Dv)
     dev = q.device
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.data_ptr() % 16 or any(st % 8 for st in k.stride()[:-1]) or k.stride(-1) != 1:
+        k = k.contiguous() if not k.is_contiguous() else k.clone()  # TMA: 16-byte aligned base and strides
     tw = torch.empty((n_blk, T_cap), dtype=torch.int64, device=dev)
     ti = torch.empty((n_blk, T_cap), dtype=torch.int32, device=dev)
     nt = torch.empty(n_blk, dtype=torch.int32, device=dev)
