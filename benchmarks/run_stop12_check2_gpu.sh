@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 51c1c88 (stop 12, call 7); results in benchmarks/results/: h200_stop12_7_tests_gpu.log.
 # Stop 12's seventh device call (one H200): call 6's test run timed out after 57 of its tests with
 # one failure (test_compiled_backward_traces_the_kernels: the Gluon union's eligibility check read
 # the key tensor's data pointer while torch.compile traced the backward on fake tensors; now it reads

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 25ec16e (stop 12, call 6); results in benchmarks/results/: h200_stop12_6_*.
 # Stop 12's sixth device call (one H200): the code on main with the Gluon union pass as the default
 # on sm_90 (head dims 64 and 128): every GPU kernel test, then the target rows against cuDNN (2k,
 # 16k, 64k at D = 128 with CUDA-graph replay; 16k at D = 64), then the kernel profile at 16k.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 04068a2 (stop 12, call 1); results in benchmarks/results/: h200_stop12_variants.md.
 # Stop 12's first device call (one H200): the Gluon union pass (union_hopper.py, SM90=1) against the
 # Triton one (SM90=0): its GPU tests first, then both timed side by side at 16k (head dims 128 and
 # 64; NB = K buffers), then the target rows against cuDNN with the default (SM90=1).

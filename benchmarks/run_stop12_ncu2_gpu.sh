@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 3ce29e9 (stop 12, call 3); results in benchmarks/results/: h200_stop12_variants.md,h200_stop12_3_ncu_union.txt.
 # Stop 12's third device call (one H200). Call 2's Nsight Compute run found both union kernels at
 # ~52% tensor-pipe activity with nothing saturated (issue slots 33-36%, shared memory 45-49%, L2
 # 34%), 2 CTAs of 4 warps per SM, ~5 cycles between a warp's instructions: latency bound. Here:

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 26dca2e (stop 12, call 2); results in benchmarks/results/: h200_stop12_variants.md,h200_stop12_2_ncu_union.txt.
 # Stop 12's second device call (one H200): the Gluon union pass with its masked and unmasked tiles
 # in separate pipelined runs, timed against the Triton one (SM90=0/1) at 16k, its GPU tests, and
 # both union kernels under Nsight Compute (tensor-pipe use, stall reasons, shared-memory and L2

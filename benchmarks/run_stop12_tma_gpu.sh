@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran at commit 481e1de (stop 12, call 4); results in benchmarks/results/: h200_stop12_variants.md,h200_stop12_4_ncu_union.txt.
 # Stop 12's fourth device call (one H200). Call 3 showed the Gluon union kernel's MMA overlap does
 # not pay while each warp's instruction stream per tile (~360 instructions at ~5.3 cycles each) is
 # longer than two tiles of MMA. Here K comes by TMA (one instruction per tile instead of ~70 for

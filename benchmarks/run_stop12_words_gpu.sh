@@ -1,9 +1,10 @@
 #!/bin/bash
+# Ran at commit d956ca1 (stop 12, call 5); results in benchmarks/results/: h200_stop12_variants.md,h200_stop12_5_ncu_union.txt.
 # Stop 12's fifth device call (one H200): the Gluon union kernel (TMA K tiles, call 4) now with
 # each warp's 16 keep bits per tile staged in shared memory and the block's tile list compacted
 # once at its end (no cross-warp reduction, three barriers fewer per tile): its tests, timed against
 # the Triton kernel at 16k, and under ncu.
-#   OUT=/tmp/o bash benchmarks/run_stop12_tma_gpu.sh
+#   OUT=/tmp/o bash benchmarks/run_stop12_words_gpu.sh
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop12_5

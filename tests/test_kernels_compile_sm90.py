@@ -83,3 +83,24 @@ def test_gluon_union_eligibility_reads_only_shapes():
             assert uh.supported(q, k, k, None, False)
             assert not uh.supported(q.float(), k.float(), k.float(), None, False)
             assert not uh.supported(q, k, k, None, True)
+
+
+def test_gluon_union_op_fake_shapes():
+    """sus::union_sm90's fake (what torch.compile sees): the Triton union's output shapes, and
+    zeroed dK/dV accumulators of the key rows only when asked for."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    pytest.importorskip("sus_fx.kernels.union_hopper")
+    with FakeTensorMode():
+        q = torch.empty(2, 4, 300, 64, device="cuda", dtype=torch.bfloat16)
+        k = torch.empty(2, 2, 500, 64, device="cuda", dtype=torch.bfloat16)
+        lse = torch.empty(2, 4, 300, device="cuda")
+        keys = torch.empty(2 * 4 * 3, device="cuda", dtype=torch.int32)
+        k1 = torch.empty(2 * 2 * 500, device="cuda")
+        for zero, (zk_shape, zv_shape) in ((True, ((2000, 64), (2000, 32))), (False, ((1, 1), (1, 1)))):
+            tw, ti, nt, zk, zv = torch.ops.sus.union_sm90(q, k, lse, keys, k1, 64, 167, 0.18, 1e-5, 5.0,
+                                                          True, zero, 32, 4)
+            assert tw.shape == (24, 64) and tw.dtype == torch.int64
+            assert ti.shape == (24, 64) and ti.dtype == torch.int32 and nt.shape == (24,)
+            assert zk.shape == zk_shape and zv.shape == zv_shape and zk.dtype == torch.float32

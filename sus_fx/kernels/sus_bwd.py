@@ -568,7 +568,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             keys = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
             launch(_block_keys_kernel)[(triton.cdiv(n_rb, 128), B * H)](keys, seeds_t, seed_idx, seed, n_rb,
                                                                         SEED_PTR=seed_ptr, R=128, num_warps=4)
-            tw, ti, nt, zk, zv = torch.ops.sus.union_sm90(
+            # eager: the function itself (the custom-op layer costs host time); traced: the opaque op
+            union = sm90.union_sm90_impl if launch is _direct else torch.ops.sus.union_sm90
+            tw, ti, nt, zk, zv = union(
                 q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * D * 2.0 ** -24, log2c,
                 bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)))
             if zero_in_union:

@@ -347,14 +347,12 @@ def _out_shapes(q, k, T_cap, zero, Dv):
     return n_blk, zrows, D
 
 
-# An opaque custom op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits
-# the source as @triton.jit), so inside the traced backward (kernels/triton_op.py) this is one node.
-@torch.library.custom_op("sus::union_sm90", mutates_args=())
-def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
-               a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
+                    a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int
+                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(tile words, tile indices, tile counts, zeroed fp32 dK and dV accumulators (1-element
-    placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel."""
+    placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel. Eager callers
+    call this directly; traced ones go through the custom op below."""
     B, H, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     n_rb = triton.cdiv(Lq, BM.value)
@@ -376,6 +374,11 @@ def union_sm90(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_ca
         CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
         q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))), num_warps=4)
     return tw, ti, nt, zk, zv
+
+
+# An opaque custom op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits
+# the source as @triton.jit), so inside the traced backward (kernels/triton_op.py) this is one node.
+union_sm90 = torch.library.custom_op("sus::union_sm90", union_sm90_impl, mutates_args=())
 
 
 @union_sm90.register_fake
