@@ -205,7 +205,17 @@ class _StatsAwareGraph:
         return fn(*args)
 
 
+def _register_opaque_kernel_ops(example_inputs) -> None:
+    """A compiled CUDA backward may call sus::union_sm90, an opaque op registered when its module is
+    imported. A backward loaded from Inductor's caches in a fresh process never runs the Python that
+    imports it, so register it here, before any compiled graph runs."""
+    if any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in example_inputs):
+        from .kernels import sus_bwd
+        sus_bwd._sm90_union()
+
+
 def _compile_rewritten(gm, example_inputs, patches):
+    _register_opaque_kernel_ops(example_inputs)
     if not _needs_stats_variant(example_inputs):
         return _compile_fx(gm, example_inputs, patches)
     from .stats import recording

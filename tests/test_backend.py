@@ -427,3 +427,23 @@ def test_stats_variant_compiled_on_demand(monkeypatch):
     torch._dynamo.reset()
     assert len(compiles) == 2
     assert rec.summary()["backwards"] == 2 * 2
+
+
+def test_backend_registers_the_opaque_kernel_op_before_compiled_graphs_run():
+    """A compiled CUDA backward may call sus::union_sm90; loaded from Inductor's caches in a fresh
+    process, nothing else would have imported (registered) it."""
+    import subprocess
+    import sys
+    code = (
+        "import torch\n"
+        "from torch._subclasses.fake_tensor import FakeTensorMode\n"
+        "from sus_fx import backend\n"
+        "assert not hasattr(torch.ops.sus, 'union_sm90')\n"
+        "with FakeTensorMode():\n"
+        "    x = torch.empty(2, device='cuda')\n"
+        "backend._register_opaque_kernel_ops([x])\n"
+        "assert hasattr(torch.ops.sus, 'union_sm90')\n"
+        "backend._register_opaque_kernel_ops([torch.empty(2)])  # CPU inputs: nothing to do\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
