@@ -104,3 +104,13 @@ def test_gluon_union_op_fake_shapes():
             assert tw.shape == (24, 64) and tw.dtype == torch.int64
             assert ti.shape == (24, 64) and ti.dtype == torch.int32 and nt.shape == (24,)
             assert zk.shape == zk_shape and zv.shape == zv_shape and zk.dtype == torch.float32
+
+
+def test_gluon_union_only_with_a_checked_triton(monkeypatch):
+    """Another Triton release keeps the Triton union kernel (Gluon's API moves) unless asked."""
+    from sus_fx.kernels import sus_bwd
+    monkeypatch.setattr(sus_bwd.triton, "__version__", "9.9.0")
+    monkeypatch.delenv("SUS_FX_GLUON", raising=False)
+    assert sus_bwd._sm90_union() is None
+    monkeypatch.setenv("SUS_FX_GLUON", "1")
+    assert sus_bwd._sm90_union() is not None

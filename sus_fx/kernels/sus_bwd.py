@@ -496,11 +496,18 @@ def _direct(kernel):
     return kernel
 
 
+GLUON_TRITON = ("3.6.",)  # Triton versions whose Gluon union_hopper.py was compiled and run with
+
+
 def _sm90_union():
-    """The Gluon phase (a) module, or None where this Triton has no Gluon for Hopper."""
+    """The Gluon phase (a) module, or None: Gluon is experimental and its API moves between Triton
+    releases, and a kernel that fails to compile would fail inside the backward. Other Triton
+    versions keep the Triton kernel unless SUS_FX_GLUON=1 (to try one)."""
+    if not triton.__version__.startswith(GLUON_TRITON) and os.environ.get("SUS_FX_GLUON") != "1":
+        return None
     try:
         from . import union_hopper
-    except Exception:  # pragma: no cover  (an older or newer Triton without this Gluon API)
+    except Exception:  # pragma: no cover  (a Triton without this Gluon API)
         return None
     return union_hopper
 

@@ -30,7 +30,9 @@ which every warp retired (wgmma.wait_group 1) in iteration t-1, before the barri
 Scope (sus_bwd.sus_backward falls back to the Triton kernel otherwise): an sm_90 GPU, fp16/bf16,
 head dim 64 or 128, no attention mask (causal or not), Lk <= 65536 (a key tensor TMA cannot read,
 a base or stride not 16-byte aligned, is copied first). It runs as the opaque custom op sus::union_sm90: Inductor
-cannot trace Gluon. The per-block random key is an input (KEYS, from sus_bwd._block_keys_kernel):
+cannot trace Gluon. Gluon's API moves between Triton releases: sus_bwd._sm90_union takes this
+module only with the Triton versions it was checked with (sus_bwd.GLUON_TRITON). The per-block
+random key is an input (KEYS, from sus_bwd._block_keys_kernel):
 Gluon has no Philox, and one Triton launch computes it bit for bit as the Triton kernels do.
 """
 from __future__ import annotations
