@@ -47,6 +47,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from .sus_bwd import _pow2
+
 BM = gl.constexpr(128)  # query rows per program (the wgmma's N)
 BN = gl.constexpr(64)   # keys per tile (the wgmma's M: one warpgroup, 16 keys per warp)
 MAX_LK = 65536
@@ -181,13 +183,13 @@ def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, words, a, l
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
         _emit(acc0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                  CAUSAL, BN, mma_layout)
+              CAUSAL, BN, mma_layout)
         kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t + 1, n_t, NB, BN, D)
         acc0 = warpgroup_mma(kt, qT, acc0, use_acc=False, is_async=True)
         k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
         acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
         _emit(acc1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
-                  CAUSAL, BN, mma_layout)
+              CAUSAL, BN, mma_layout)
     # the last one or two tiles; MMA(t) is in flight in acc0
     t = t_lo + 2 * ((t_hi - t_lo - 1) // 2)
     if t_hi - t == 2:
@@ -196,14 +198,14 @@ def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, words, a, l
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
         s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
         _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                  CAUSAL, BN, mma_layout)
+              CAUSAL, BN, mma_layout)
         s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
         _emit(s1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
-                  CAUSAL, BN, mma_layout)
+              CAUSAL, BN, mma_layout)
     else:
         s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
         _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-                  CAUSAL, BN, mma_layout)
+              CAUSAL, BN, mma_layout)
 
 
 @gluon.jit
@@ -338,16 +340,15 @@ def k_descriptor(k):
     return TensorDescriptor(k, list(k.shape), list(k.stride()), box, layout)
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
-
-
-def _out_shapes(q, k, T_cap, zero, Dv):
+def _new_outputs(q, k, T_cap: int, zero: bool, Dv: int):
+    """The op's outputs, uninitialized: the real op fills them, its fake (torch.compile) returns
+    them. new_empty makes both real and fake tensors."""
     B, H, Lq, D = q.shape
-    Hkv, Lk = k.shape[1], k.shape[2]
     n_blk = B * H * triton.cdiv(Lq, BM.value)
-    zrows = B * Hkv * Lk if zero else 1
-    return n_blk, zrows, D
+    zrows = B * k.shape[1] * k.shape[2] if zero else 1
+    return (q.new_empty((n_blk, T_cap), dtype=torch.int64), q.new_empty((n_blk, T_cap), dtype=torch.int32),
+            q.new_empty((n_blk,), dtype=torch.int32), q.new_empty((zrows, D if zero else 1), dtype=torch.float32),
+            q.new_empty((zrows, Dv if zero else 1), dtype=torch.float32))
 
 
 def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
@@ -359,17 +360,11 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
     B, H, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     n_rb = triton.cdiv(Lq, BM.value)
-    n_blk, zrows, _ = _out_shapes(q, k, T_cap, zero, Dv)
-    dev = q.device
+    tw, ti, nt, zk, zv = _new_outputs(q, k, T_cap, zero, Dv)
     if q.stride(-1) != 1:
         q = q.contiguous()
     if k.data_ptr() % 16 or any(st % 8 for st in k.stride()[:-1]) or k.stride(-1) != 1:
         k = k.contiguous() if not k.is_contiguous() else k.clone()  # TMA: 16-byte aligned base and strides
-    tw = torch.empty((n_blk, T_cap), dtype=torch.int64, device=dev)
-    ti = torch.empty((n_blk, T_cap), dtype=torch.int32, device=dev)
-    nt = torch.empty(n_blk, dtype=torch.int32, device=dev)
-    zk = torch.empty((zrows, D if zero else 1), dtype=torch.float32, device=dev)
-    zv = torch.empty((zrows, Dv if zero else 1), dtype=torch.float32, device=dev)
     union_kernel_sm90[(n_rb, B * H)](
         q, k_descriptor(k), lse, keys, tw, ti, nt, k1, zk, zv,
         q.stride(0), q.stride(1), q.stride(2),
@@ -386,7 +381,4 @@ union_sm90 = torch.library.custom_op("sus::union_sm90", union_sm90_impl, mutates
 
 @union_sm90.register_fake
 def _(q, k, lse, keys, k1, T_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB):
-    n_blk, zrows, D = _out_shapes(q, k, T_cap, zero, Dv)
-    return (q.new_empty((n_blk, T_cap), dtype=torch.int64), q.new_empty((n_blk, T_cap), dtype=torch.int32),
-            q.new_empty((n_blk,), dtype=torch.int32), q.new_empty((zrows, D if zero else 1), dtype=torch.float32),
-            q.new_empty((zrows, Dv if zero else 1), dtype=torch.float32))
+    return _new_outputs(q, k, T_cap, zero, Dv)
