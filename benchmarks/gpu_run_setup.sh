@@ -1,4 +1,4 @@
-# Sourced by the device scripts (run_issue4_gpu.sh, run_gpu_check.sh, run_stop11_*gpu.sh) from the
+# Sourced by the device scripts (run_issue4_gpu.sh, run_gpu_check.sh, run_stop1[12]_*gpu.sh) from the
 # repository root:
 #   . benchmarks/gpu_run_setup.sh NAME
 # sets PYTHONPATH to the checkout, D=$OUT/NAME (created; $OUT defaults to /tmp/out), writes the
@@ -19,4 +19,32 @@ tune_rows() {
 import sys, json
 for l in sys.stdin:
     r = json.loads(l); print(r['D'], r['n'], r['method'], 'bwd %.3f union %.3f rest %.3f' % (r['bwd'], r['phase_a'], r['phase_b']))"
+}
+# The steps stop 12's device scripts share (run_stop12_*gpu.sh):
+# `sm90_tests TIMEOUT KEXPR [PYTEST_ARGS...]`: tests/test_kernels_gpu.py -k KEXPR into $D/tests_sm90.log.
+sm90_tests() {
+  local t=$1 k=$2; shift 2
+  timeout "$t" python3 -m pytest -q -p no:cacheprovider -rfE "$@" tests/test_kernels_gpu.py -k "$k" \
+    > "$D/tests_sm90.log" 2>&1
+  stamp "sm90 tests rc=$?"
+  tail -n 3 "$D/tests_sm90.log"
+}
+# `tune16k HEAD_DIM TIMEOUT SPECS`: attention.py --tune SPECS at n=16k, causal, c=32 into $D/tune$HEAD_DIM.log.
+tune16k() {
+  timeout "$2" python3 benchmarks/attention.py --out "$D/tune$1" --n 16384 --d "$1" --causal 1 --c 32 \
+    --backends cudnn --tune "$3" > "$D/tune$1.log" 2>&1
+  stamp "tune$1 rc=$?"
+}
+# `ncu_union TIMEOUT KERNEL_REGEX SM90_VARIANTS NCU_ARGS...`: benchmarks/ncu_union.py (16k, D=128) under
+# Nsight Compute into $D/ncu128.txt.
+ncu_union() {
+  local t=$1 k=$2 v=$3 ncu; shift 3
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  timeout "$t" $ncu --profile-from-start off --clock-control none -k "regex:$k" "$@" \
+    python3 benchmarks/ncu_union.py --n 16384 --d 128 --variants "$v" > "$D/ncu128.txt" 2>&1
+  stamp "ncu rc=$?"
+}
+# `pack NAME`: $D into $OUT/NAME.tgz, the folder removed (the device returns at most 8 files).
+pack() {
+  cd "$OUT" && tar czf "$1.tgz" "$(basename "$D")" && rm -rf "$(basename "$D")"
 }

@@ -13,4 +13,4 @@ timeout 170 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu
   tests/test_cuda_graphs_gpu.py > "$D/tests_gpu.log" 2>&1
 stamp "tests rc=$?"
 grep -E "passed|failed|Error|assert" "$D/tests_gpu.log" | tail -15
-cd "$OUT" && tar czf stop12_7.tgz stop12_7 && rm -rf stop12_7
+pack stop12_7

@@ -22,4 +22,4 @@ stamp "profile rc=$?"
 cat "$D/att/attention.md" 2>/dev/null || tail -20 "$D/att.log"
 grep -E "^\| 64 " "$D/d64/attention.md" 2>/dev/null
 grep -E "us of kernels|union|sparse|expand|key_l1|block_keys" "$D/profile.md" | head -12
-cd "$OUT" && tar czf stop12_6.tgz stop12_6 && rm -rf stop12_6
+pack stop12_6

@@ -10,21 +10,11 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop12_3
-timeout 120 python3 benchmarks/attention.py --out "$D/tune128" --n 16384 --d 128 --causal 1 --c 32 --backends cudnn \
-  --tune "SM90=0;SM90=1;SM90=0,stages_a=2,maxnreg_a=168;SM90=0,stages_a=2" > "$D/tune128.log" 2>&1
-stamp "tune128 rc=$?"
-timeout 100 python3 benchmarks/attention.py --out "$D/tune64" --n 16384 --d 64 --causal 1 --c 32 --backends cudnn \
-  --tune "SM90=0;SM90=1;SM90=0,maxnreg_a=128" > "$D/tune64.log" 2>&1
-stamp "tune64 rc=$?"
+tune16k 128 120 "SM90=0;SM90=1;SM90=0,stages_a=2,maxnreg_a=168;SM90=0,stages_a=2"
+tune16k 64 100 "SM90=0;SM90=1;SM90=0,maxnreg_a=128"
 tune_rows "$D"/tune*.log
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-timeout 200 $NCU --profile-from-start off --clock-control none -k regex:union_kernel \
-  --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
-  --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active" \
-  python3 benchmarks/ncu_union.py --n 16384 --d 128 > "$D/ncu128.txt" 2>&1
-stamp "ncu rc=$?"
+ncu_union 200 union_kernel 0,1 --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+  --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"
 grep -E "^  [_a-z]*union_kernel|Duration|hmma|Warp Cycles Per Issued|Issue Slots Busy|stalled" "$D/ncu128.txt" | awk '$NF+0 >= 0.05 || /union|Duration|Issue|hmma/' | head -70
-timeout 100 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py -k "sm90 or misses_no_kept" > "$D/tests_sm90.log" 2>&1
-stamp "sm90 tests rc=$?"
-tail -n 3 "$D/tests_sm90.log"
-cd "$OUT" && tar czf stop12_3.tgz stop12_3 && rm -rf stop12_3
+sm90_tests 100 "sm90 or misses_no_kept"
+pack stop12_3
