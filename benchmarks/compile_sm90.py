@@ -35,21 +35,22 @@ def _constexprs(name, D, cfg, dtype):
     if name == "_key_l1_kernel":
         return dict(D=D, DP=cfg["DP"], R=64), 4, 1
     if name == "_union_expand_kernel":
-        return dict(BN=cfg["BN"], WC=64), 4, 1
+        return dict(BN=cfg["BN"], WC=cfg["WC"]), cfg["warps_e"], 1
     if name == "_union_kernel":
         return (dict(HAS_MASK=False, MASK_BOOL=False, CAUSAL=True, BM=cfg["BM"], BN=cfg["BN"], D=D, DP=cfg["DP"],
                      IEEE=ieee, SEED_PTR=True, ZERO=True, DVP=cfg["DVP"], DV_=D, PROBE=0),
                 cfg["warps_a"], cfg["stages_a"])
     return (dict(HAS_MASK=False, MASK_BOOL=False, CAUSAL=True, EXACT=False, DETERMINISTIC=False, STATS=False,
                  BM=cfg["BM"] // cfg["SUB"], BN=cfg["BN"], UB=cfg["UB"], D=D, DP=cfg["DP"], DV_=D, DVP=cfg["DVP"],
-                 IEEE=ieee, SUB=cfg["SUB"], SEED_PTR=True), cfg["warps_b"], 1)
+                 IEEE=ieee, SUB=cfg["SUB"], SEED_PTR=True), cfg["warps_b"], cfg["stages_b"])
 
 
-def compile_kernel(name, D=128, dtype="bf16"):
-    """(CompiledKernel, ptxas -v output) for one kernel as sus_backward launches it (causal, no mask)."""
+def compile_kernel(name, D=128, dtype="bf16", overrides=None):
+    """(CompiledKernel, ptxas -v output) for one kernel as sus_backward launches it (causal, no mask);
+    `overrides`: keys of sus_bwd.config() to change, as the benchmarks' --tune does."""
     import torch
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    cfg = sus_bwd.config(D, D, tdt)
+    cfg = dict(sus_bwd.config(D, D, tdt), **(overrides or {}))
     kern = getattr(sus_bwd, name)
     names = kern.arg_names
     consts, warps, stages = _constexprs(name, D, cfg, dtype)

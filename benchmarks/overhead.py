@@ -40,6 +40,10 @@ def main():
     res["dispatch.forward"] = host_and_wall(lambda: dispatch.forward(q, k, v, None, True, s, 0.0))
     res["sus_backward (2 kernels + torch ops)"] = host_and_wall(
         lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, True, s, 32.0, 1))
+    sus_bwd._OVERRIDE["SM90"] = 0
+    res["sus_backward, Triton union (SM90=0)"] = host_and_wall(
+        lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, True, s, 32.0, 1))
+    del sus_bwd._OVERRIDE["SM90"]
     sus_bwd._OVERRIDE["debug"] = "union_only"
     res["phase (a) + setup only"] = host_and_wall(
         lambda: sus_bwd.sus_backward(do, q, k, v, None, o, lse, True, s, 32.0, 1))
@@ -78,6 +82,20 @@ def main():
     print("|---|---|---|")
     for kname, (h, w) in res.items():
         print(f"| {kname} | {h:.3f} | {w:.3f} |")
+    # where the host time of one eager forward+backward goes, by Python function
+    import cProfile
+    import io
+    import pstats
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(20):
+        fb()
+    pr.disable()
+    torch.cuda.synchronize()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
+    print("cProfile, 20 eager forward+backward calls, by own time:")
+    print(buf.getvalue()[-6000:])
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):

@@ -436,9 +436,12 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     DVP = max(16, _pow2(Dv))
     big = max(DP, DVP) > 128 or dtype == torch.float32
     cfg = dict(BM=64 if big else 128, BN=64, UB=32 if big else 64, DP=DP, DVP=DVP,
-               warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1)
+               warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1,
+               WC=32, warps_e=4, stages_b=1)
     if not big and DP < 128:
         cfg.update(stages_a=4)
+    # WC = 32 words per step of the union expansion: 80 registers instead of 189 at 64 (H200, 16k:
+    # -31 us); stages_b > 1 (phase (b)'s gathers pipelined by cp.async) was slower (+60 us)
     # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
     # wgmma, no spill (H200, 16k: 0.69 ms against 0.77 for 64-row halves with 32 columns and 4
     # warps, the H100 choice of stop 7; notes/KERNELS.md, stop 11)
@@ -582,8 +585,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
                 bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)))
             if zero_in_union:
                 dk_buf, dv_buf = zk, zv
-            launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
-                                                            num_warps=4)
+            launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],
+                                                            num_warps=cfg["warps_e"])
             return
         tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
         ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
@@ -599,8 +602,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"],
             # (a register cap for more CTAs per SM: a benchmark knob, not set by default)
             **({"maxnreg": int(cfg["maxnreg_a"])} if "maxnreg_a" in cfg else {}))
-        launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=64,
-                                                        num_warps=4)
+        launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],
+                                                        num_warps=cfg["warps_e"])
 
     if not exact:
         k1 = torch.empty(B * Hkv * Lk, dtype=torch.float32, device=dev)  # L1 norm of each key row
@@ -647,7 +650,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
         EXACT=exact, DETERMINISTIC=bool(deterministic), STATS=bool(want_kept),
         BM=BM // SUB, BN=BN, UB=UB, D=D, DP=DP, DV_=Dv, DVP=DVP, IEEE=ieee, SUB=SUB, SEED_PTR=seed_ptr,
-        num_warps=cfg["warps_b"], num_stages=1)
+        num_warps=cfg["warps_b"], num_stages=int(cfg.get("stages_b", 1)))
     if deterministic:
         # slot s of block (b, h, rb) holds column cols[s] (exact: column s)
         if exact:
