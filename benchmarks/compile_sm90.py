@@ -88,7 +88,7 @@ def _ptxas(ptx_text):
                               capture_output=True, text=True, check=True).stderr
 
 
-def compile_gluon_union(D=128, dtype="bf16", NB=4):
+def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False):
     """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on; K
     through a TMA descriptor)."""
     import torch
@@ -97,7 +97,7 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4):
     fn = union_hopper.union_kernel_sm90
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, q_smem_layout=union_hopper.q_smem_layout(tdt, D),
-                  TMAX=1024)
+                  TMAX=1024, FOLD=FOLD, fold_layout=union_hopper.fold_layout(tdt) if FOLD else None)
     kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, 64, D], union_hopper._gl_dtype(tdt))
     ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, 64, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
             "TW": "*i64", "TI": "*i32", "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
@@ -121,8 +121,8 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4):
 
 
 def report(name, D=128, dtype="bf16"):
-    if name == "union_kernel_sm90":
-        cc, info = compile_gluon_union(D, dtype)
+    if name.startswith("union_kernel_sm90"):  # "_fold": FOLD=True
+        cc, info = compile_gluon_union(D, dtype, FOLD=name.endswith("_fold"))
     else:
         cc, info = compile_kernel(name, D, dtype)
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
@@ -133,10 +133,13 @@ def report(name, D=128, dtype="bf16"):
                 wgmma=ttgir.count("warp_group_dot "), ttgir=ttgir,
                 # ptxas C7514: wgmma serialized because registers of an in-flight MMA are read
                 wgmma_serialized="C7514" in info,
-                mma_waits_one=cc.asm["ptx"].count("wgmma.wait_group.sync.aligned 1;"))
+                mma_waits_one=cc.asm["ptx"].count("wgmma.wait_group.sync.aligned 1;"),
+                # FOLD: two wgmma groups per tile, so one tile outstanding is two groups
+                mma_waits_two=cc.asm["ptx"].count("wgmma.wait_group.sync.aligned 2;"))
 
 
-KERNELS = ("_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel", "union_kernel_sm90")
+KERNELS = ("_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel", "union_kernel_sm90",
+           "union_kernel_sm90_fold")
 
 
 def main():

@@ -22,7 +22,7 @@ weights (the state dict is reloaded before every run), then:
   3. profile (lengths in --profile-lengths, default the longest): torch.profiler over
      --profile-steps steady steps; the top kernels by total GPU time and the share of attention
      forward (cuDNN/flash/efficient), dense attention backward, our Triton backward
-     (_union_kernel, _sparse_bwd_kernel), matmuls, Inductor's fused kernels, optimizer, other.
+     (the union, expansion, sparse, key-norm and block-key kernels), matmuls, Inductor's fused kernels, optimizer, other.
   4. loss curves (after all configurations of the length are compiled, so their step counts can
      be fitted to the time budget together): each run starts from the same initial weights.
      Exact runs (inductor) with data orders 0..E-1, SUS runs with orders 0..S-1. Every
@@ -169,7 +169,9 @@ CATS = ["attention forward", "attention backward (dense)", "SUS backward (Triton
 
 def classify(name):
     n = name.lower()
-    if any(s in n for s in ("_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel")) or n.startswith("sus::attention_backward"):
+    # (union_kernel_sm90 is the Gluon union: until stop 13 it fell under "other")
+    if any(s in n for s in ("union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel", "_key_l1_kernel",
+                            "_block_keys_kernel")) or n.startswith("sus::attention_backward"):
         return "SUS backward (Triton)"
     if ("attention" in n and "backward" in n) or any(s in n for s in ("bprop", "flash_bwd", "fmha_cutlassb", "attention_backward", "dot_do_o", "convert_dq",
                             "_bwd_kernel", "attention_bwd")):

@@ -46,13 +46,14 @@ def test_union_pass_pipelined_two_ctas_per_sm(rows, D):
 
 
 @pytest.mark.parametrize("D", [128, 64])
-def test_gluon_union_keeps_an_mma_in_flight(rows, D):
+@pytest.mark.parametrize("fold", [False, True])
+def test_gluon_union_keeps_an_mma_in_flight(rows, D, fold):
     """union_hopper's point is that MMA(t+1) runs while tile t's epilogue does: ptxas must not
     serialize the wgmmas (C7514: registers of an in-flight MMA read, e.g. an accumulator copied at a
-    loop's back edge), and the loop waits with one MMA outstanding."""
-    r = rows[("union_kernel_sm90", D)]
+    loop's back edge), and the loop waits with one tile's MMA outstanding (FOLD: two wgmma groups)."""
+    r = rows[("union_kernel_sm90_fold" if fold else "union_kernel_sm90", D)]
     assert not r["wgmma_serialized"], r
-    assert r["mma_waits_one"] >= 1, r
+    assert (r["mma_waits_two"] if fold else r["mma_waits_one"]) >= 1, r
     assert r["spill_bytes"] == 0, r
     threads = 4 * 32
     assert 2 * r["registers"] * threads <= SM90_REGS and 2 * r["shared_bytes"] <= SM90_SMEM, r
@@ -60,7 +61,7 @@ def test_gluon_union_keeps_an_mma_in_flight(rows, D):
 
 def test_every_kernel_compiles_for_sm90(rows):
     assert {k for k, _ in rows} == {"_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel",
-                                    "union_kernel_sm90"}
+                                    "union_kernel_sm90", "union_kernel_sm90_fold"}
     for r in rows.values():
         assert r["registers"] <= 255, r
 

@@ -160,18 +160,22 @@ def test_seed_reproducible_deterministic_mode_and_overflow_path():
         assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("D,mask,qscale", [(128, None, 1.0), (128, None, 4.0), (64, None, 4.0), (64, "float", 2.0),
-                                           (128, "bool", 2.0)])
-def test_union_misses_no_kept_column(D, mask, qscale):
+@pytest.mark.parametrize("D,mask,qscale,fold", [(128, None, 1.0, 0), (128, None, 4.0, 0), (64, None, 4.0, 0),
+                                                (64, "float", 2.0, 0), (128, "bool", 2.0, 0),
+                                                (128, None, 4.0, 1), (64, None, 4.0, 1), (64, None, 1.0, 1)])
+def test_union_misses_no_kept_column(D, mask, qscale, fold):
     """On the tensor cores: every row's kept count through the unions equals the all-columns
     path's (U_cap = 1 sends every block there; it decides from its own S alone), so no kept
     column is missing from a union: the margin covers the difference between the two passes'
-    MMAs. Peaky scores make the margin matter."""
+    MMAs. Peaky scores make the margin matter. fold=1: the Gluon union with -lse2 / a added by
+    its MMA (FOLD; skipped where the Gluon kernel does not run)."""
     q, k, v, do = _inputs(1, 4, 2, 1500, D, torch.bfloat16, seed=7, qscale=qscale)
+    if fold:
+        _sm90_or_skip(q, k, v)
     causal = mask is None
     m = _mask(mask, 1, 4, 1500, 1500)
     counts = {}
-    for name, ov in (("unions", {}), ("all columns", {"U_cap": 1})):
+    for name, ov in (("unions", {"FOLD": fold}), ("all columns", {"U_cap": 1})):
         sus_bwd._OVERRIDE.update(ov)
         try:
             counts[name] = _grads(q, k, v, do, m, causal, 16.0, 5, want_kept=True)[3]
@@ -182,9 +186,9 @@ def test_union_misses_no_kept_column(D, mask, qscale):
     assert torch.equal(counts["unions"], counts["all columns"])
 
 
-def _union_sets(q, k, v, do, causal, c, seed, sm90):
-    """Per block, the set of union columns phase (a) found (SM90=1: the Gluon kernel)."""
-    sus_bwd._OVERRIDE.update(SM90=sm90, debug="union_only")
+def _union_sets(q, k, v, do, causal, c, seed, sm90, fold=0):
+    """Per block, the set of union columns phase (a) found (SM90=1: the Gluon kernel; fold: its FOLD)."""
+    sus_bwd._OVERRIDE.update(SM90=sm90, debug="union_only", FOLD=fold)
     try:
         _grads(q, k, v, do, None, causal, c, seed)
         cnt, cols, U_cap = sus_bwd._DEBUG["cnt"].cpu(), sus_bwd._DEBUG["cols"].cpu(), sus_bwd._DEBUG["U_cap"]
@@ -210,18 +214,21 @@ def _sm90_or_skip(q, k, v):
     (2, 3, 3, 3000, None, 128, torch.bfloat16, True, True),
 ])
 def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_bshd):
-    """The Gluon phase (a) finds the unions the Triton kernel finds. Both compute S on wgmma in
-    fp32; a column whose threshold test sits within rounding of the other kernel's may differ,
-    which the margin makes harmless (a union only needs to be a superset): allow 1% of blocks."""
+    """The Gluon phase (a), with and without FOLD, finds the unions the Triton kernel finds. All
+    compute S on wgmma in fp32; a column whose threshold test sits within rounding of the other
+    kernel's may differ, which the margin makes harmless (a union only needs to be a superset):
+    allow 1% of blocks."""
     q, k, v, do = _inputs(B, H, Hkv, L, D, dtype, seed=11, Lk=Lk, qscale=2.0)
     if k_bshd:  # the layout models get from q.view(B, L, H, D).transpose(1, 2): a 4-D TMA descriptor
         k = k.transpose(1, 2).contiguous().transpose(1, 2)
     _sm90_or_skip(q, k, v)
-    a = _union_sets(q, k, v, do, causal, 16.0, 5, 1)
     b = _union_sets(q, k, v, do, causal, 16.0, 5, 0)
-    assert len(a) == len(b) and sum(len(x) if isinstance(x, frozenset) else x[1] for x in b) > 0
-    diff = sum(x != y for x, y in zip(a, b))
-    assert diff <= max(1, len(a) // 100), (diff, len(a))
+    assert sum(len(x) if isinstance(x, frozenset) else x[1] for x in b) > 0
+    for fold in (0, 1):
+        a = _union_sets(q, k, v, do, causal, 16.0, 5, 1, fold)
+        assert len(a) == len(b)
+        diff = sum(x != y for x, y in zip(a, b))
+        assert diff <= max(1, len(a) // 100), (fold, diff, len(a))
 
 
 def test_sm90_union_gradients_and_zeroed_accumulators():

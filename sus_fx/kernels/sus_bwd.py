@@ -580,9 +580,10 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
                                                                         SEED_PTR=seed_ptr, R=128, num_warps=4)
             # eager: the function itself (the custom-op layer costs host time); traced: the opaque op
             union = sm90.union_sm90_impl if launch is _direct else torch.ops.sus.union_sm90
+            fold = bool(cfg.get("FOLD", 0))  # -lse2 / a added by the MMA (16 more products per entry)
             tw, ti, nt, zk, zv = union(
-                q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * D * 2.0 ** -24, log2c,
-                bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)))
+                q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
+                bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)), fold)
             if zero_in_union:
                 dk_buf, dv_buf = zk, zv
             launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],

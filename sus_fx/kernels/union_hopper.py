@@ -93,12 +93,23 @@ def _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB: gl.constexpr, BN: gl.c
 
 
 @gluon.jit
-def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma,
-          CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+def _mma(kt, qT, acc, ones_s, lT, FOLD: gl.constexpr):
+    """acc = S^T for one key tile, asynchronously (acc's old value is dead: use_acc=False). FOLD:
+    a second k16 MMA adds -lse2 / a per row (three 16-bit parts against a column of ones), so that
+    the epilogue is a max alone; two wgmma groups per tile then."""
+    acc = warpgroup_mma(kt, qT, acc, use_acc=False, is_async=True)
+    if FOLD:
+        acc = warpgroup_mma(ones_s, lT, acc, use_acc=True, is_async=True)
+    return acc
+
+
+@gluon.jit
+def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
+          CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
     """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: a reduction inside each
     warp and one shared store, no barrier. The block's list is compacted once at its end
     (_compact_words); a per-tile reduction across the warps cost three barriers per tile."""
-    keepc = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, CAUSAL, BN, mma_layout)
+    keepc = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2, CAUSAL, FOLD, BN, mma_layout)
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     bits = gl.where(keepc, gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, mma_layout)) << (jl % 16), 0)
     part = gl.sum(gl.reshape(bits, [BN // 16, 16]), axis=1)  # distinct powers of two: the sum is the or
@@ -145,18 +156,26 @@ def _k1(k1base, t, hi, BN: gl.constexpr, mma_layout: gl.constexpr):
 
 
 @gluon.jit
-def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma,
-               CAUSAL: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
-    """Which columns of key tile t are in the union, from st = S^T (as sus_bwd._union_kernel)."""
+def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
+               CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """Which columns of key tile t are in the union, from st = S^T (as sus_bwd._union_kernel);
+    FOLD: st = S^T - lse2 / a already (x / a)."""
     cols = t * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     cmask = cols < hi
-    x = st * a - lse2[None, :]
+    if FOLD:
+        x = st
+    else:
+        x = st * a - lse2[None, :]
     if MASKED:  # keys past hi (zero-filled); and above the diagonal
         x = gl.where(cmask[:, None], x, float("-inf"))
         if CAUSAL:
             x = gl.where(cols[:, None] <= rows[None, :], x, float("-inf"))
     m = gl.max(x, axis=1)
-    delta = a * gamma * qinf * k1 + 0.0009765625
+    if FOLD:
+        m = m * a  # a > 0
+    # margin: |x_a - x_b| <= a * gamma * (max|q| * sum|k_j| [+ 2 max|lse2 / a|, FOLD]) between two fp32
+    # computations of S (here and in phase (b))
+    delta = a * gamma * (qinf * k1 + vmax2) + 0.0009765625
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     r = _mix32(key ^ t.to(gl.uint32))
     u = ((r + jl.to(gl.uint32) * 5184561) & 0x7FFFFF).to(gl.int32).to(gl.float32) * (1.0 / 8388608.0)
@@ -164,48 +183,50 @@ def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
 
 
 @gluon.jit
-def _run_tiles(k_desc, k_smem, bars, qT, b, hk, t_lo, t_hi, n_t, hi, words, a, lse2, rows, k1base,
-               qinf, key, gamma, MASKED: gl.constexpr, CAUSAL: gl.constexpr, NB: gl.constexpr, BN: gl.constexpr,
-               BM: gl.constexpr, D: gl.constexpr, mma_layout: gl.constexpr):
+def _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, t_lo, t_hi, n_t, hi, words, a, lse2, rows, k1base,
+               qinf, key, gamma, vmax2, MASKED: gl.constexpr, CAUSAL: gl.constexpr, FOLD: gl.constexpr,
+               NB: gl.constexpr, BN: gl.constexpr, BM: gl.constexpr, D: gl.constexpr, mma_layout: gl.constexpr):
     """Tiles t_lo .. t_hi-1 (the TMA of K tile t_lo issued), pipelined, their keep bits into words.
     Two accumulators, used alternately, the loop unrolled by two: a loop-carried "acc = acc_next"
     would copy an in-flight accumulator at the back edge, and ptxas then serializes every wgmma
     (warning C7514). Each MMA takes its slot's dead previous value as C (use_acc=False), so the
-    result is written in place."""
+    result is written in place. FOLD issues two wgmma groups per tile, so "one tile outstanding" is
+    FOLD + 1 groups."""
+    OUT1: gl.constexpr = 2 if FOLD else 1
     acc0 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
     acc1 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
-    acc0 = warpgroup_mma(_k_tile(k_smem, bars, t_lo, NB, BN, D), qT, acc0, use_acc=False, is_async=True)
+    acc0 = _mma(_k_tile(k_smem, bars, t_lo, NB, BN, D), qT, acc0, ones_s, lT, FOLD)
     k1a = _k1(k1base, t_lo, hi, BN, mma_layout)
     for p in range(0, (t_hi - t_lo - 1) // 2):
         t = t_lo + 2 * p
         kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB, BN, D)
-        acc1 = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
+        acc1 = _mma(kt, qT, acc1, ones_s, lT, FOLD)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
-        acc0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        _emit(acc0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-              CAUSAL, BN, mma_layout)
+        acc0 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc0, ))
+        _emit(acc0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+              CAUSAL, FOLD, BN, mma_layout)
         kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t + 1, n_t, NB, BN, D)
-        acc0 = warpgroup_mma(kt, qT, acc0, use_acc=False, is_async=True)
+        acc0 = _mma(kt, qT, acc0, ones_s, lT, FOLD)
         k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
-        acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc1, ))
-        _emit(acc1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
-              CAUSAL, BN, mma_layout)
+        acc1 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc1, ))
+        _emit(acc1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma, vmax2,
+              CAUSAL, FOLD, BN, mma_layout)
     # the last one or two tiles; MMA(t) is in flight in acc0
     t = t_lo + 2 * ((t_hi - t_lo - 1) // 2)
     if t_hi - t == 2:
         kt = _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB, BN, D)
-        pend = warpgroup_mma(kt, qT, acc1, use_acc=False, is_async=True)
+        pend = _mma(kt, qT, acc1, ones_s, lT, FOLD)
         k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
-        s0 = warpgroup_mma_wait(num_outstanding=1, deps=(acc0, ))
-        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-              CAUSAL, BN, mma_layout)
+        s0 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc0, ))
+        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+              CAUSAL, FOLD, BN, mma_layout)
         s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
-        _emit(s1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma,
-              CAUSAL, BN, mma_layout)
+        _emit(s1, t + 1, MASKED, words, a, lse2, rows, hi, k1b, qinf, key, gamma, vmax2,
+              CAUSAL, FOLD, BN, mma_layout)
     else:
         s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
-        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma,
-              CAUSAL, BN, mma_layout)
+        _emit(s0, t, MASKED, words, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+              CAUSAL, FOLD, BN, mma_layout)
 
 
 @gluon.jit
@@ -215,7 +236,8 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
                       a, gamma, log2c,
                       CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
                       ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
-                      q_smem_layout: gl.constexpr, TMAX: gl.constexpr):
+                      q_smem_layout: gl.constexpr, TMAX: gl.constexpr, FOLD: gl.constexpr = False,
+                      fold_layout: gl.constexpr = None):
     gl.static_assert(NB >= 3, "tile t+1 must be in flight before MMA(t) is waited for")
     # fp32 whatever the launcher typed them (see sus_bwd._union_kernel)
     a, gamma, log2c = gl.cast(a, gl.float32), gl.cast(gamma, gl.float32), gl.cast(log2c, gl.float32)
@@ -257,6 +279,31 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     lse = gl.load(LSE + bh.to(gl.int64) * Lq + rows, mask=rmask, other=0.0)
     lse = gl.where(lse == float("-inf"), 0.0, lse)
     lse2 = gl.where(rmask, lse * 1.4426950408889634 - log2c, float("inf"))  # rows past Lq: x = -inf
+    if FOLD:
+        # -lse2 / a per row as three 16-bit parts (their sum is the fp32 value exactly), the B operand
+        # of a k16 MMA against a column of ones ([BN, 16], A): S^T - lse2 / a comes out of the MMA.
+        # Rows past Lq get -30000: their x is far below any threshold (a larger union at worst).
+        fl: gl.constexpr = gl.BlockedLayout([1, 16], [32, 1], [4, 1], [1, 0])
+        ty: gl.constexpr = Q.dtype.element_ty
+        fr = rb * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, fl))
+        frm = fr < Lq
+        fls = gl.load(LSE + bh.to(gl.int64) * Lq + fr, mask=frm, other=0.0)
+        fls = gl.where(fls == float("-inf"), 0.0, fls)
+        v = gl.where(frm, -(fls * 1.4426950408889634 - log2c) / a, -30000.0)
+        v1 = v.to(ty).to(gl.float32)
+        v2 = (v - v1).to(ty).to(gl.float32)
+        v3 = (v - v1 - v2).to(ty).to(gl.float32)
+        p16 = gl.arange(0, 16, layout=gl.SliceLayout(0, fl))[None, :]
+        lcol = gl.where(p16 == 0, v1[:, None], gl.where(p16 == 1, v2[:, None], gl.where(p16 == 2, v3[:, None], 0.0)))
+        l_smem = gl.allocate_shared_memory(ty, [BM, 16], fold_layout, lcol.to(ty))
+        ones_s = gl.allocate_shared_memory(ty, [BN, 16], fold_layout, gl.full([BN, 16], 1.0, ty, layout=fl))
+        lT = l_smem.permute((1, 0))
+        # the parts' sizes enter the accumulation's rounding bound (the margin in _tile_keep)
+        vmax2 = 2.0 * gl.max(gl.where(frm, gl.abs(v), 0.0), axis=0)
+    else:
+        ones_s = q_smem  # (unused)
+        lT = qT
+        vmax2 = 0.0
 
     k1base = K1 + (b64 * Hkv + hk) * Lk
     if CAUSAL:
@@ -296,14 +343,14 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     # The tiles below the diagonal need no masking; their epilogue is ~40% shorter. Two pipelined
     # runs (a branch inside one loop was if-converted: every tile paid for the masking).
     if n_full > 0:
-        _run_tiles(k_desc, k_smem, bars, qT, b, hk, 0, n_full, n_t, hi, words, a, lse2,
-                   rows, k1base, qinf, key, gamma, False, CAUSAL, NB, BN, BM, D, mma_layout)
+        _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, 0, n_full, n_t, hi, words, a, lse2,
+                   rows, k1base, qinf, key, gamma, vmax2, False, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
         if n_full < n_t:
             gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
             _load_k(k_desc, k_smem, bars, b, hk, n_full + NB - 2, n_t, NB, BN)
     if n_full < n_t:
-        _run_tiles(k_desc, k_smem, bars, qT, b, hk, n_full, n_t, n_t, hi, words, a, lse2,
-                   rows, k1base, qinf, key, gamma, True, CAUSAL, NB, BN, BM, D, mma_layout)
+        _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, n_full, n_t, n_t, hi, words, a, lse2,
+                   rows, k1base, qinf, key, gamma, vmax2, True, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
     for i in gl.static_range(NB):
         mbarrier.invalidate(bars.index(i))
     gl.thread_barrier()  # every warp's words are in
@@ -326,6 +373,11 @@ def supported(q, k, v, attn_mask, exact: bool) -> bool:
 
 def _gl_dtype(dtype):
     return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+
+
+def fold_layout(dtype):
+    """Shared layout of the FOLD operands ([BM, 16] parts of -lse2 / a, [BN, 16] ones)."""
+    return gl.NVMMASharedLayout.get_default_for([BM.value, 16], _gl_dtype(dtype))
 
 
 def q_smem_layout(dtype, D):
@@ -352,11 +404,12 @@ def _new_outputs(q, k, T_cap: int, zero: bool, Dv: int):
 
 
 def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
-                    a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int
-                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int,
+                    fold: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(tile words, tile indices, tile counts, zeroed fp32 dK and dV accumulators (1-element
     placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel. Eager callers
-    call this directly; traced ones go through the custom op below."""
+    call this directly; traced ones go through the custom op below. `fold`: -lse2 / a added by the
+    MMA (the caller's gamma must count its 16 extra products)."""
     B, H, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     n_rb = triton.cdiv(Lq, BM.value)
@@ -370,7 +423,8 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
         q.stride(0), q.stride(1), q.stride(2),
         H, H // Hkv, Hkv, Lq, Lk, n_rb, T_cap, z_rows, a, gamma, log2c,
         CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
-        q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))), num_warps=4)
+        q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))),
+        FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None, num_warps=4)
     return tw, ti, nt, zk, zv
 
 
@@ -380,5 +434,5 @@ union_sm90 = torch.library.custom_op("sus::union_sm90", union_sm90_impl, mutates
 
 
 @union_sm90.register_fake
-def _(q, k, lse, keys, k1, T_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB):
+def _(q, k, lse, keys, k1, T_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False):
     return _new_outputs(q, k, T_cap, zero, Dv)
