@@ -216,8 +216,10 @@ def _sm90_or_skip(q, k, v):
 def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_bshd):
     """The Gluon phase (a), with and without FOLD, finds the unions the Triton kernel finds. All
     compute S on wgmma in fp32; a column whose threshold test sits within rounding of the other
-    kernel's may differ, which the margin makes harmless (a union only needs to be a superset):
-    allow 1% of blocks."""
+    kernel's may differ, which the margin makes harmless (a union only needs to be a superset;
+    test_union_misses_no_kept_column checks that). Without FOLD: at most 1% of blocks differ. FOLD's
+    margin is wider by a * gamma * 2 max|lse2 / a| (~7e-4 in log2 units at D = 128): on the H200 it
+    changed the unions of 9 of 48 and 35 of 144 blocks, so there at most 1% of the union columns."""
     q, k, v, do = _inputs(B, H, Hkv, L, D, dtype, seed=11, Lk=Lk, qscale=2.0)
     if k_bshd:  # the layout models get from q.view(B, L, H, D).transpose(1, 2): a 4-D TMA descriptor
         k = k.transpose(1, 2).contiguous().transpose(1, 2)
@@ -227,8 +229,15 @@ def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_b
     for fold in (0, 1):
         a = _union_sets(q, k, v, do, causal, 16.0, 5, 1, fold)
         assert len(a) == len(b)
-        diff = sum(x != y for x, y in zip(a, b))
-        assert diff <= max(1, len(a) // 100), (fold, diff, len(a))
+        if not fold:
+            diff = sum(x != y for x, y in zip(a, b))
+            assert diff <= max(1, len(a) // 100), (diff, len(a))
+        else:
+            sets = [(x, y) for x, y in zip(a, b) if isinstance(x, frozenset) and isinstance(y, frozenset)]
+            assert len(sets) >= len(a) - max(1, len(a) // 100)  # overflow (all columns) in both or neither
+            cols = sum(len(y) for _, y in sets)
+            diff = sum(len(x ^ y) for x, y in sets)
+            assert diff <= max(2, cols // 100), (diff, cols)
 
 
 def test_sm90_union_gradients_and_zeroed_accumulators():
