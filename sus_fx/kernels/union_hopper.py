@@ -37,6 +37,7 @@ Gluon has no Philox, and one Triton launch computes it bit for bit as the Triton
 """
 from __future__ import annotations
 
+import functools
 from typing import Tuple
 
 import torch
@@ -375,11 +376,14 @@ def _gl_dtype(dtype):
     return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
 
 
+# (the layouts are cached: built on every call they cost ~5-10 us of host time each, H200 host)
+@functools.lru_cache(maxsize=None)
 def fold_layout(dtype):
     """Shared layout of the FOLD operands ([BM, 16] parts of -lse2 / a, [BN, 16] ones)."""
     return gl.NVMMASharedLayout.get_default_for([BM.value, 16], _gl_dtype(dtype))
 
 
+@functools.lru_cache(maxsize=None)
 def q_smem_layout(dtype, D):
     """The Q block's shared layout: NVMMA, widest swizzle (the wgmma's B operand)."""
     return gl.NVMMASharedLayout.get_default_for([BM.value, D], _gl_dtype(dtype))
