@@ -233,8 +233,11 @@ def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_b
             diff = sum(x != y for x, y in zip(a, b))
             assert diff <= max(1, len(a) // 100), (diff, len(a))
         else:
+            # a block overflows (takes all columns) in both or in neither; where both list their
+            # union, the lists differ by at most 1% of their columns
+            status = sum(isinstance(x, frozenset) != isinstance(y, frozenset) for x, y in zip(a, b))
+            assert status <= max(1, len(a) // 100), (status, len(a))
             sets = [(x, y) for x, y in zip(a, b) if isinstance(x, frozenset) and isinstance(y, frozenset)]
-            assert len(sets) >= len(a) - max(1, len(a) // 100)  # overflow (all columns) in both or neither
             cols = sum(len(y) for _, y in sets)
             diff = sum(len(x ^ y) for x, y in sets)
             assert diff <= max(2, cols // 100), (diff, cols)
