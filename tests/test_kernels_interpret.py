@@ -119,6 +119,14 @@ def test_seed_reproducible_and_modes_agree(K):
     for x, y, z in zip(a, e, f):
         assert _rel(x, y) < 1e-6
         assert _rel(x, z) < 1e-6
+    # phase (b) reading its column list a chunk ahead (the prefetch_cols knob): the same sums
+    K._OVERRIDE["prefetch_cols"] = 1
+    try:
+        p = K.sus_backward(do, q, k, v, m, out, lse, True, s, 4.0, 123)
+    finally:
+        del K._OVERRIDE["prefetch_cols"]
+    for x, y in zip(a, p):
+        assert torch.equal(x, y)
     # phase (b) on half blocks (each reads its parent block's union and uniforms): same gradients
     K._OVERRIDE.update(BM=32, SUB=2)
     try:

@@ -448,11 +448,15 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     big = max(DP, DVP) > 128 or dtype == torch.float32
     cfg = dict(BM=64 if big else 128, BN=64, UB=32 if big else 64, DP=DP, DVP=DVP,
                warps_a=4, warps_b=4 if big else 8, stages_a=2 if big else 3, SUB=1,
-               WC=32, warps_e=4, stages_b=1, prefetch_cols=1)
+               WC=32, warps_e=4, stages_b=1, prefetch_cols=0)
     if not big and DP < 128:
-        # phase (b): 4 warps, 32-column chunks, two CTAs per SM (236 registers): 0.98 -> 0.77 ms at
-        # 16k, D = 64, H = 32 on the H200 against D = 128's 8 warps and 64 columns (one CTA per SM)
-        cfg.update(stages_a=4, warps_b=4, UB=32)
+        cfg.update(stages_a=4)
+    # Phase (b) at D = 64 stays on D = 128's shape (8 warps, 64-column chunks, one CTA per SM). With
+    # 4 warps and 32-column chunks (two CTAs per SM) it took 0.98 -> 0.77 ms in the benchmark (16k,
+    # H = 32, random contiguous inputs), but in the GPT at 16k (H = 12, trained attention, strided
+    # q/k/v views, compiled) its kernel went from 4.6 to 7.1 ms per step; reading the column list a
+    # chunk ahead (prefetch_cols) was neutral at D = 128 and was on in that run too. Both stay
+    # knobs until the GPT case is explained (H200; notes/KERNELS.md, stop 13).
     # WC = 32 words per step of the union expansion: 80 registers instead of 189 at 64 (H200, 16k:
     # -31 us); stages_b > 1 (phase (b)'s gathers pipelined by cp.async) was slower (+60 us)
     # D = 128: phase (b) on whole 128-row blocks, 64 union columns per chunk, 8 warps: all five dots
