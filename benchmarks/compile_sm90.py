@@ -42,7 +42,8 @@ def _constexprs(name, D, cfg, dtype):
                 cfg["warps_a"], cfg["stages_a"])
     return (dict(HAS_MASK=False, MASK_BOOL=False, CAUSAL=True, EXACT=False, DETERMINISTIC=False, STATS=False,
                  BM=cfg["BM"] // cfg["SUB"], BN=cfg["BN"], UB=cfg["UB"], D=D, DP=cfg["DP"], DV_=D, DVP=cfg["DVP"],
-                 IEEE=ieee, SUB=cfg["SUB"], SEED_PTR=True), cfg["warps_b"], cfg["stages_b"])
+                 IEEE=ieee, SUB=cfg["SUB"], SEED_PTR=True, PREFETCH=int(cfg["prefetch_cols"])),
+            cfg["warps_b"], cfg["stages_b"])
 
 
 def compile_kernel(name, D=128, dtype="bf16", overrides=None):

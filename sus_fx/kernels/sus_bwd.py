@@ -297,7 +297,7 @@ def _sparse_bwd_kernel(Q, K, V, O, DO, LSE, MASK, COLS, CNT, DQ, DK, DV, KEPT, S
                        BM: tl.constexpr, BN: tl.constexpr, UB: tl.constexpr,
                        D: tl.constexpr, DP: tl.constexpr, DV_: tl.constexpr, DVP: tl.constexpr,
                        IEEE: tl.constexpr, SUB: tl.constexpr, SEED_PTR: tl.constexpr,
-                       PREFETCH: tl.constexpr = 1):
+                       PREFETCH: tl.constexpr = 0):
     # fp32 scalars: see _union_kernel
     sm_scale, a = tl.cast(sm_scale, tl.float32), tl.cast(a, tl.float32)
     log2c, inv_c = tl.cast(log2c, tl.float32), tl.cast(inv_c, tl.float32)
