@@ -3,8 +3,12 @@
     python3 benchmarks/attention.py --out DIR [--n 1024,2048,...] [--d 64,128] [--causal 1,0]
                                     [--c 8,16,32,64] [--flex-n 4096,16384] [--tune] [--graph]
                                     [--compiled-n 2048,16384] [--extra-d 80,96,256 --extra-n 16384]
+                                    [--heads 12] [--layout packed] [--qscale 3]
 
-bf16, B=1; H=32 for head dim 64, H=16 for head dim 128. For each case: forward, backward (on a
+bf16, B=1; H=32 for head dim 64, H=16 for head dim 128 (--heads sets it). --layout packed makes q, k
+and v strided views of one [B, L, 3, H, D] tensor, as a model's fused qkv projection does, and
+--qscale > 1 sharpens the attention, as training does (GPT-shaped rows: --d 64 --heads 12 --layout
+packed --qscale 3). For each case: forward, backward (on a
 retained graph), forward+backward (median ms of triton.testing.do_bench) and the peak memory of one
 forward+backward above the inputs. Writes DIR/attention.json, DIR/attention.md and
 DIR/attention.png (log-log time against n), prints the table last.
@@ -26,6 +30,20 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import sus_fx  # noqa: E402
 from sus_fx.kernels import dispatch, sus_bwd  # noqa: E402
+
+def make_inputs(H, n, D, g, layout="bhld", qscale=1.0, dev="cuda"):
+    """q, k, v (leaves that require grad) and dO, bf16, [1, H, n, D]; "packed": q, k, v are strided
+    views of one [1, n, 3, H, D] tensor (row stride 3 H D), transposed to [1, H, n, D]."""
+    if layout == "packed":
+        x = torch.randn(1, n, 3, H, D, device=dev, generator=g, dtype=torch.bfloat16)
+        q, k, v = (x[:, :, i].transpose(1, 2).detach() for i in range(3))  # views: strides kept
+    else:
+        q, k, v = (torch.randn(1, H, n, D, device=dev, generator=g, dtype=torch.bfloat16) for _ in range(3))
+    if qscale != 1.0:
+        q.mul_(qscale)
+    do = torch.randn(1, H, n, D, device=dev, generator=g, dtype=torch.bfloat16)
+    return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), do
+
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
@@ -159,19 +177,23 @@ def main():
                     "torch.compile'd cudnn SDPA and SUS c=32 forward+backward")
     ap.add_argument("--extra-d", default="", help="more head dims, causal, at --extra-n only (c=32)")
     ap.add_argument("--extra-n", default="16384")
+    ap.add_argument("--heads", type=int, default=0, help="heads (default: 32 at head dim <= 64, else 16)")
+    ap.add_argument("--layout", default="bhld", choices=("bhld", "packed"),
+                    help="packed: q, k, v strided views of one [B, L, 3, H, D] tensor")
+    ap.add_argument("--qscale", type=float, default=1.0, help="q scaled by this (peakier attention)")
     ap.add_argument("--pick", default="", help="semicolon-separated configs; per head dim, the fastest SUS "
                     "backward at n=16384 causal c=32 is used for the whole run")
     args = ap.parse_args()
     dev = "cuda"
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                cuda=torch.version.cuda, dtype="bfloat16", B=1, time=time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                cuda=torch.version.cuda, dtype="bfloat16", B=1, layout=args.layout, qscale=args.qscale, time=time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                        time.gmtime()))
     print(meta, flush=True)
     rows = []
     picked = {}
     if args.pick:
         for D in [int(x) for x in args.d.split(",")]:
-            picked[D] = pick(args.pick, D, rows)
+            picked[D] = pick(args.pick, D, rows, heads=args.heads, layout=args.layout, qscale=args.qscale)
         meta["configs"] = {str(k): v for k, v in picked.items()}
         print("picked", picked, flush=True)
     ns = [int(x) for x in args.n.split(",") if x]
@@ -180,7 +202,7 @@ def main():
     plan = [(D, [bool(int(x)) for x in args.causal.split(",")], ns, args.c) for D in [int(x) for x in args.d.split(",")]]
     plan += [(int(D), [True], [int(x) for x in args.extra_n.split(",")], "32") for D in args.extra_d.split(",") if D]
     for D, causals, ns, cs in plan:
-        H = 32 if D <= 64 else 16
+        H = args.heads or (32 if D <= 64 else 16)
         sus_bwd._OVERRIDE.clear()
         sus_bwd._OVERRIDE.update(picked.get(D, {}))
         for causal in causals:
@@ -188,9 +210,7 @@ def main():
                 if not causal and n > args.noncausal_max_n:
                     continue
                 g = torch.Generator(device=dev).manual_seed(n)
-                q, k, v, do = (torch.randn(1, H, n, D, device=dev, generator=g, dtype=torch.bfloat16) for _ in range(4))
-                for t in (q, k, v):
-                    t.requires_grad_()
+                q, k, v, do = make_inputs(H, n, D, g, args.layout, args.qscale, dev)
                 case = dict(n=n, D=D, H=H, causal=causal)
                 methods = [(b, sdpa_fn(b, causal)) for b in args.backends.split(",") if b
                            and (b == "cudnn" or n <= args.max_dense_n)]
@@ -260,10 +280,10 @@ def main():
     print(table)
 
 
-def pick(specs, D, rows, n=16384):
-    H = 16 if D == 128 else 32
+def pick(specs, D, rows, n=16384, heads=0, layout="bhld", qscale=1.0):
+    H = heads or (16 if D == 128 else 32)
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, do = (torch.randn(1, H, n, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(4))
+    q, k, v, do = (t.detach() for t in make_inputs(H, n, D, g, layout, qscale))
     s = 1 / math.sqrt(D)
     o, lse = dispatch.forward(q, k, v, None, True, s, 0.0)
     best = None
