@@ -13,11 +13,14 @@ saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
   * K tiles come by TMA (one instruction, an mbarrier per buffer) rather than cp.async (~60
     instructions per tile per warp of addresses, masks, waits and fences);
   * each warp's 16 keep bits of a tile go to shared memory, and the block's tile list is compacted
-    once at its end, instead of a reduction across the four warps (three barriers) per tile.
+    once at its end, instead of a reduction across the four warps (three barriers) per tile;
+  * FOLD (the default): -lse2 / a is added by the MMA itself (its three 16-bit parts against a
+    column of ones, one k16 wgmma more per tile), so the per-entry epilogue is a max alone.
 
-With two CTAs of four warps per SM (registers), time per tile is set by each warp's instruction
+With two CTAs of four warps per SM (registers), time per tile was set by each warp's instruction
 stream (~260 instructions at ~5.5 cycles) more than by the MMA: fewer instructions per tile is what
-moved it (1.31 -> 1.17 -> 1.13 ms at 16k, D = 128, on the H200).
+moved it (1.31 -> 1.17 -> 1.13 ms at 16k, D = 128, on the H200). FOLD then took 24% of the
+instructions out for 4% (1.11 -> 1.07 ms): past that point the instruction count no longer sets it.
 
     prologue: TMA K tiles 0 .. NB-2; MMA(0)
     for t:    wait K tile t+1 -> barrier -> TMA K tile t+NB-1 -> MMA(t+1) -> wait MMA(t) -> epilogue(t)
