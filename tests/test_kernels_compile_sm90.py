@@ -115,3 +115,15 @@ def test_gluon_union_only_with_a_checked_triton(monkeypatch):
     assert sus_bwd._sm90_union() is None
     monkeypatch.setenv("SUS_FX_GLUON", "1")
     assert sus_bwd._sm90_union() is not None
+
+
+def test_gluon_union_fold_refuses_fp16():
+    """FOLD's three parts of -lse2 / a are in Q's dtype; in fp16 one can overflow to -inf and empty a
+    union (a wrong gradient): sus_backward folds only bf16, and a direct call says so."""
+    import torch
+
+    uh = pytest.importorskip("sus_fx.kernels.union_hopper")
+    q = torch.empty(1, 1, 128, 64, dtype=torch.float16)
+    with pytest.raises(ValueError, match="fold needs bfloat16"):
+        uh.union_sm90_impl(q, q, torch.empty(1, 1, 128), torch.empty(1, dtype=torch.int32), torch.empty(128),
+                           64, 128, 0.18, 1e-5, 5.0, True, False, 64, 4, True)

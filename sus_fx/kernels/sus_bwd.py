@@ -466,8 +466,9 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # (H200, 16k: 1.13 ms against 1.31 at D = 128, 1.52 against 1.57 at D = 64; notes/KERNELS.md,
     # stop 12)
     cfg["SM90"] = 0 if big else 1
-    # FOLD: the Gluon union adds -lse2 / a in its MMA (a k16 wgmma more per tile, no per-entry FFMA):
-    # 16k union 1.106 -> 1.067 ms at D = 128, 1.491 -> 1.463 at D = 64 (H200; notes/KERNELS.md, stop 13)
+    # FOLD (bf16 only, see run_union): the Gluon union adds -lse2 / a in its MMA (a k16 wgmma more
+    # per tile, no per-entry FFMA): 16k union 1.106 -> 1.067 ms at D = 128, 1.491 -> 1.463 at
+    # D = 64 (H200; notes/KERNELS.md, stop 13)
     cfg["FOLD"] = cfg["SM90"]
     return cfg
 
@@ -600,7 +601,10 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
                                                                         SEED_PTR=seed_ptr, R=128, num_warps=4)
             # eager: the function itself (the custom-op layer costs host time); traced: the opaque op
             union = sm90.union_sm90_impl if launch is _direct else torch.ops.sus.union_sm90
-            fold = bool(cfg["FOLD"])  # -lse2 / a added by the MMA (16 more products per entry)
+            # FOLD: -lse2 / a added by the MMA (16 more products per entry), in three parts of Q's
+            # dtype: bf16 only, since an fp16 part overflows where |lse2 / a| > 65504, and an -inf
+            # part would empty the union (a wrong gradient, not a slow one)
+            fold = bool(cfg["FOLD"]) and q.dtype == torch.bfloat16
             tw, ti, nt, zk, zv = union(
                 q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
                 bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)), fold)

@@ -14,7 +14,7 @@ saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
     instructions per tile per warp of addresses, masks, waits and fences);
   * each warp's 16 keep bits of a tile go to shared memory, and the block's tile list is compacted
     once at its end, instead of a reduction across the four warps (three barriers) per tile;
-  * FOLD (the default): -lse2 / a is added by the MMA itself (its three 16-bit parts against a
+  * FOLD (the default for bf16; an fp16 part could overflow): -lse2 / a is added by the MMA itself (its three 16-bit parts against a
     column of ones, one k16 wgmma more per tile), so the per-entry epilogue is a max alone.
 
 With two CTAs of four warps per SM (registers), time per tile was set by each warp's instruction
@@ -417,6 +417,9 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
     placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel. Eager callers
     call this directly; traced ones go through the custom op below. `fold`: -lse2 / a added by the
     MMA (the caller's gamma must count its 16 extra products)."""
+    if fold and q.dtype != torch.bfloat16:
+        raise ValueError(f"union_sm90: fold needs bfloat16 inputs (an {q.dtype} part of -lse2 / a can overflow), "
+                         f"got {q.dtype}")
     B, H, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     n_rb = triton.cdiv(Lq, BM.value)
