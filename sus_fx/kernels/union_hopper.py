@@ -14,8 +14,9 @@ saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
     instructions per tile per warp of addresses, masks, waits and fences);
   * each warp's 16 keep bits of a tile go to shared memory, and the block's tile list is compacted
     once at its end, instead of a reduction across the four warps (three barriers) per tile;
-  * FOLD (the default for bf16; an fp16 part could overflow): -lse2 / a is added by the MMA itself (its three 16-bit parts against a
-    column of ones, one k16 wgmma more per tile), so the per-entry epilogue is a max alone.
+  * FOLD (the default for bf16; an fp16 part could overflow): -lse2 / a is added by the MMA
+    itself (its three 16-bit parts against a column of ones, one k16 wgmma more per tile), so the
+    per-entry epilogue is a max alone.
 
 With two CTAs of four warps per SM (registers), time per tile was set by each warp's instruction
 stream (~260 instructions at ~5.5 cycles) more than by the MMA: fewer instructions per tile is what
