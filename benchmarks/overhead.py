@@ -31,6 +31,22 @@ def host_and_wall(fn, n=50):
     return (t1 - t0) / n * 1e3, (t2 - t0) / n * 1e3
 
 
+def cprofile_text(fn, n, sort, limit):
+    """cProfile of n calls of fn (the GPU drained after), as pstats prints it sorted by `sort`."""
+    import cProfile
+    import io
+    import pstats
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(n):
+        fn()
+    pr.disable()
+    torch.cuda.synchronize()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats(sort).print_stats(limit)
+    return buf.getvalue()
+
+
 def main():
     n, H, D = 2048, 16, 128
     q, k, v, do = (torch.randn(1, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
@@ -83,19 +99,8 @@ def main():
     for kname, (h, w) in res.items():
         print(f"| {kname} | {h:.3f} | {w:.3f} |")
     # where the host time of one eager forward+backward goes, by Python function
-    import cProfile
-    import io
-    import pstats
-    pr = cProfile.Profile()
-    pr.enable()
-    for _ in range(20):
-        fb()
-    pr.disable()
-    torch.cuda.synchronize()
-    buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
     print("cProfile, 20 eager forward+backward calls, by own time:")
-    print(buf.getvalue()[-6000:])
+    print(cprofile_text(fb, 20, "tottime", 25)[-6000:])
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):

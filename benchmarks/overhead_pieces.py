@@ -9,31 +9,21 @@ backward by CUDA events, and a cProfile of the Gluon path sorted by cumulative t
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import math
 import os
-import pstats
 import sys
-import time
 
 import torch
 import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from overhead import cprofile_text, host_and_wall  # noqa: E402
 from sus_fx.kernels import dispatch, sus_bwd, union_hopper  # noqa: E402
 
 
-def host_ms(fn, n=100):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e3, (time.perf_counter() - t0) / n * 1e3
+def host_ms(fn):
+    return host_and_wall(fn, n=100)
 
 
 def gpu_ms(fn, n=50):
@@ -98,17 +88,8 @@ def main():
     print("|---|---|---|---|")
     for name, h, w, g in rows:
         print(f"| {name} | {h:.3f} | {w:.3f} | {g:.3f} |")
-    pr = cProfile.Profile()
-    f = bwd(1)
-    pr.enable()
-    for _ in range(50):
-        f()
-    pr.disable()
-    torch.cuda.synchronize()
-    buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(40)
     print("cProfile, 50 sus_backward calls with the Gluon union, by cumulative time:")
-    print(buf.getvalue())
+    print(cprofile_text(bwd(1), 50, "cumulative", 40))
 
 
 if __name__ == "__main__":

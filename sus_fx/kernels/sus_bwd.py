@@ -675,7 +675,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
         HAS_MASK=has_mask, MASK_BOOL=mask_bool, CAUSAL=bool(is_causal),
         EXACT=exact, DETERMINISTIC=bool(deterministic), STATS=bool(want_kept),
         BM=BM // SUB, BN=BN, UB=UB, D=D, DP=DP, DV_=Dv, DVP=DVP, IEEE=ieee, SUB=SUB, SEED_PTR=seed_ptr,
-        PREFETCH=int(cfg["prefetch_cols"]), num_warps=cfg["warps_b"], num_stages=int(cfg.get("stages_b", 1)))
+        PREFETCH=int(cfg["prefetch_cols"]), num_warps=cfg["warps_b"], num_stages=int(cfg["stages_b"]))
     if deterministic:
         # slot s of block (b, h, rb) holds column cols[s] (exact: column s)
         if exact:
