@@ -243,6 +243,47 @@ def test_op_routes_to_kernels(K):
     assert rec.records and 0 < rec.records[-1].kept_per_row_mean <= 2.0 + 1.0
 
 
+def test_stats_record_unions_and_blocks_over_capacity(K):
+    """sus_fx.stats() records each row block's union size from the kernels and counts the blocks
+    whose union is over the capacity (they take the all-columns path)."""
+    import sus_fx
+    q, k, v, do, m, out, lse, s = _problem(H=2, Hkv=2, Lq=48, Lk=48, qscale=3.0)
+    K._OVERRIDE["debug"] = "union_only"
+    try:
+        K.sus_backward(do, q, k, v, None, out, lse, True, s, 2.0, 9)
+        unions = K._DEBUG["cnt"].clone()
+    finally:
+        del K._OVERRIDE["debug"]
+    n_blocks = 2 * 48 // 16
+    assert unions.numel() == n_blocks and int(unions.max()) > 4
+    for cap, over in ((None, 0), (4, int((unions > 4).sum()))):
+        if cap is not None:
+            K._OVERRIDE["U_cap"] = cap
+        try:
+            with sus_fx.stats() as rec:
+                qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+                # the op's own seed: unions differ from the run above, so only bounds are checked
+                sus_fx.sus_attention(qq, kk, vv, is_causal=True, c=2.0).backward(do)
+        finally:
+            K._OVERRIDE.pop("U_cap", None)
+        r = rec.records[-1]
+        assert r.blocks == n_blocks and r.capacity == (cap or K.union_capacity(2.0, 48, 16))
+        assert 1 <= r.union_per_block_mean <= r.union_max <= 48
+        summary = rec.summary()
+        assert summary["union_per_block_max"] == r.union_max
+        if cap is None:
+            assert r.blocks_over_capacity == 0 and summary["fraction_blocks_over_capacity"] == 0.0
+        else:
+            assert r.blocks_over_capacity > 0
+            assert summary["fraction_blocks_over_capacity"] == r.blocks_over_capacity / n_blocks
+        assert "of blocks over capacity" in repr(rec)
+    # the counts sus_backward hands the recorder are the union kernels' (same seed as above)
+    res = K.sus_backward(do, q, k, v, None, out, lse, True, s, 2.0, 9, want_kept=True)
+    cnt, cap = res[4]
+    assert torch.equal(cnt, unions) and cap == K.union_capacity(2.0, 48, 16)
+    assert K.sus_backward(do, q, k, v, None, out, lse, True, s, float("inf"), 9, want_kept=True)[4] is None
+
+
 def test_triton_op_eager_matches_host_code(K):
     """Called eagerly, the triton_op runs the same host code as sus_backward: bitwise equal."""
     from sus_fx.kernels import triton_op  # noqa: F401

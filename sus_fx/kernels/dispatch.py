@@ -128,14 +128,15 @@ def backward(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, 
     res = sus_bwd.sus_backward(grad_out, query, key, value, attn_mask, out, lse, is_causal, scale, c,
                                sample_seed, want_kept=recording)
     if recording:
-        dq, dk, dv, kept = res
-        _record(kept, query, key, attn_mask, is_causal, c)
+        dq, dk, dv, kept, union = res
+        _record(kept, query, key, attn_mask, is_causal, c, union)
         return dq, dk, dv
     return res
 
 
-def _record(kept, q, k, attn_mask, is_causal, c):
-    """Stats for sus_fx.stats(): kept entries per row and the unmasked entries (what exact touches)."""
+def _record(kept, q, k, attn_mask, is_causal, c, union=None):
+    """Stats for sus_fx.stats(): kept entries per row, the unmasked entries (what exact touches) and,
+    given `union` = (union size per row block, capacity), the unions."""
     from ..stats import BackwardRecord, record
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
@@ -149,6 +150,12 @@ def _record(kept, q, k, attn_mask, is_causal, c):
     per_row_valid = valid.sum(-1)
     has = per_row_valid > 0
     kept = kept.to(torch.float64)
+    blocks = dict()
+    if union is not None:
+        cnt, cap = union
+        cnt = cnt.to(torch.float64)
+        blocks = dict(blocks=cnt.numel(), union_total=float(cnt.sum()), union_max=float(cnt.max()),
+                      blocks_over_capacity=int((cnt > cap).sum()), capacity=int(cap))
     record(BackwardRecord(shape=(B, H, Lq, Lk), c=c, rows=int(has.sum()),
-                                        kept_total=float(kept.sum()), kept_max=float(kept.max()),
-                                        valid_total=float(per_row_valid.sum())))
+                          kept_total=float(kept.sum()), kept_max=float(kept.max()),
+                          valid_total=float(per_row_valid.sum()), **blocks))
