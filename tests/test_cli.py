@@ -53,7 +53,8 @@ def test_inspect_example_file_with_policy_and_graphs():
 
 
 def test_console_script_and_module_factory(tmp_path):
-    exe = shutil.which("sus-fx")
+    # on PATH, or next to the interpreter (a venv's bin/ when `make test` runs .venv/bin/python unactivated)
+    exe = shutil.which("sus-fx") or shutil.which("sus-fx", path=os.path.dirname(sys.executable))
     assert exe, "the sus-fx console script is not installed: run pip install -e ."
     (tmp_path / "my_factories.py").write_text(FACTORIES)
     proc = subprocess.run([exe, "inspect", "my_factories:with_kwargs", "--c", "exact"], cwd=tmp_path,
