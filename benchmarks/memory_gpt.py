@@ -63,7 +63,9 @@ def main():
             F.scaled_dot_product_attention = lambda q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, \
                 scale=None, enable_gqa=False: sus_fx.sus_attention(q, k, v, attn_mask, dropout_p, is_causal, scale,
                                                                    enable_gqa, c=32.0)
-        fn = torch.compile(model, backend=name.split()[1]) if name.startswith("compiled") else model
+        # (the backend object: "sus" by name needs the package pip-installed, for its entry point)
+        backend = sus_fx.make_backend() if name == "compiled sus" else "inductor"
+        fn = torch.compile(model, backend=backend) if name.startswith("compiled") else model
         try:
             rows.append((name, *measure(model, fn, idx)))
         except Exception as e:
