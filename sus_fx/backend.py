@@ -24,20 +24,16 @@ If step 1 raises, a SusFallbackWarning says why and the untouched copy is compil
 (strict=True re-raises). If Inductor fails on a rewritten graph, the same fallback applies.
 
 Inductor's own fused-attention rewrites (torch/_inductor/fx_passes/fuse_attention.py, the
-`_sfdp_pattern_*` replacements to SDPA) are turned off inside our compile, because the passes
-own attention and those patterns are unsound (pytorch issue 196468: a softmax over a non-last dim
-is rewritten as if it were over the last one; reproduced on torch 2.13 CPU and 2.11 CPU/CUDA). They are registered in the joint-
-graph pattern pass, which runs for training (joint graph) and inference alike and is gated by
-the Inductor setting `use_joint_graph_passes`; torch has no switch for the attention patterns
-alone. We pass ``use_joint_graph_passes=False`` through compile_fx's `config_patches`, which
-scopes it to this compile (forward and the lazily compiled backward) without touching the
-global config. The setting exists with the same meaning in torch 2.11 and 2.13 (checked in
-both sources; tests/test_backend.py passes on both). What else it
-turns off (all performance-only): joint-graph pattern rewrites (pad_mm, pointless view/convert
-removal, ...), constant folding of uniform values, and Inductor's in-kernel RNG for dropout
-outside attention (dropout there falls back to eager random ops). Pre-grad and post-grad
-pattern passes keep running. As a guard, a compile in which Inductor still reports an
-attention fusion raises a warning.
+`_sfdp_pattern_*` replacements to SDPA) are kept out of our compiles: the passes own attention, and
+those patterns are unsound (pytorch issue 196468: a softmax over a non-last dim is rewritten as if
+it were over the last one; reproduced on torch 2.13 CPU and 2.11 CPU/CUDA). They live in the
+joint-graph pattern pass, which runs for training and inference alike; torch has no switch for
+them alone. sus_fx/inductor_guard.py takes them out of that pass's pattern table for the duration
+of the pass and puts them back after (two custom joint-graph passes in compile_fx's
+`config_patches`, scoped to this compile); every other joint-graph rewrite keeps running. (Until
+stop 14 the whole pass was off, `use_joint_graph_passes=False`, which cost a GPT-124M an extra
+fp32 [tokens, vocab] buffer: +1.5 GiB at 8k tokens on the H200.) As a guard, a compile in which
+Inductor still reports an attention fusion raises a warning.
 """
 from __future__ import annotations
 
@@ -49,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
+from . import inductor_guard
 from .inspection import Report, SusFallbackWarning, rewrite_graph
 from .policy import Policy, PolicyLike, parse_c
 
@@ -59,7 +56,8 @@ log = logging.getLogger("sus_fx")
 SUS_OPTIONS = ("c", "policy", "report", "strict")
 
 # Inductor settings the sus backend always applies within its own compile (see the module doc).
-INDUCTOR_PATCHES: Dict[str, Any] = {"use_joint_graph_passes": False}
+INDUCTOR_PATCHES: Dict[str, Any] = {"joint_custom_pre_pass": inductor_guard.HIDE,
+                                    "joint_custom_post_pass": inductor_guard.RESTORE}
 
 ReportTarget = Union[bool, Callable[[Report], Any]]
 
@@ -167,11 +165,14 @@ def _fusion_count() -> int:
 def _compile_fx(gm, example_inputs, patches):
     from torch._inductor.compile_fx import compile_fx
     before = _fusion_count()
-    compiled = compile_fx(gm, example_inputs, config_patches=patches)
+    try:
+        compiled = compile_fx(gm, example_inputs, config_patches=patches)
+    finally:
+        inductor_guard.restore()  # (a compile that failed between the two guard passes)
     if _fusion_count() > before:
         warnings.warn("sus backend: Inductor reports a fused-attention rewrite in a graph compiled by the sus "
-                      "backend although its joint-graph patterns are off; this torch version may have moved "
-                      "them (see pytorch issue 196468). Check the results against eager.", stacklevel=3)
+                      "backend although its fused-attention patterns are hidden; this torch version may have "
+                      "moved them (see pytorch issue 196468). Check the results against eager.", stacklevel=3)
     return compiled
 
 
