@@ -1,6 +1,8 @@
 """Shared test utilities: float64 references and the statistical unbiasedness check."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +62,14 @@ def assert_unbiased(draws: torch.Tensor, exact: torch.Tensor, z_max: float = 5.5
     zmax = float(z.abs().max()) if z.numel() else 0.0
     assert zmax < z_max, f"{name}: max |z| = {zmax:.2f} over {z.numel()} entries (N={n})"
     return zmax
+
+
+def exit_spawned_rank():
+    """End a spawned rank without running destructors. Freeing the last reference to a gloo
+    process group (held by DDP's Reducer or FSDP's mesh, after destroy_process_group) joins gloo's
+    run-loop thread while this thread holds the GIL; if that thread is still dropping its last
+    work item's Python state it waits for the GIL: a deadlock, seen in CPU CI runs (main thread in
+    ~ProcessGroupGloo -> thread::join, pt_gloo_runloop in take_gil; test_distributed.py in stop 10,
+    test_reliability.py's DDP test in stop 14). Call it after the results are on disk (torch.save
+    has closed the file); mp.spawn only needs exit status 0."""
+    os._exit(0)

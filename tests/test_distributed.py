@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import sus_fx
+from helpers import exit_spawned_rank
 
 INF = float("inf")
 
@@ -32,16 +33,6 @@ def _data(step):
     return torch.randn(4, 10, 16, generator=g)
 
 
-def _exit_worker():
-    """End a spawned rank without running destructors. Freeing the last reference to a gloo
-    process group (held by DDP's Reducer or FSDP's mesh, after destroy_process_group) joins gloo's
-    run-loop thread while this thread holds the GIL; if that thread is still dropping its last
-    work item's Python state it waits for the GIL: a deadlock, seen once in a CPU CI run (main
-    thread in ~ProcessGroupGloo -> thread::join, pt_gloo_runloop in take_gil). The results are on
-    disk (torch.save closed the file), and mp.spawn only needs exit status 0."""
-    os._exit(0)
-
-
 def _worker(rank, world, port, c, result_path, same_data):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -63,7 +54,7 @@ def _worker(rank, world, port, c, result_path, same_data):
     else:
         torch.save({"local": local_grads}, result_path + ".1")
     dist.destroy_process_group()
-    _exit_worker()
+    exit_spawned_rank()
 
 
 def _free_port():
@@ -190,7 +181,7 @@ def _fsdp_worker(rank, world, port, path):
     else:
         torch.save({"losses": losses}, path + ".1")
     dist.destroy_process_group()
-    _exit_worker()
+    exit_spawned_rank()
 
 
 def test_fsdp2_through_backend_exact_matches_single_process(tmp_path):

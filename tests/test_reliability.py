@@ -398,6 +398,8 @@ def _ddp_worker(rank, world, port, path):
     torch.save({"local": local, "synced": synced, "sites": sum(len(r.sites) for r in reports)},
                f"{path}.{rank}")
     dist.destroy_process_group()
+    from helpers import exit_spawned_rank
+    exit_spawned_rank()
 
 
 @pytest.mark.slow
