@@ -19,24 +19,27 @@ import models  # noqa: E402
 from sus_fx.variance import _PathTracker  # noqa: E402
 
 
-def entropy_stats(model, batch, loss_fn=None):
+def attention_weights(q, k, attn_mask=None, is_causal=False, scale=None):
+    """W = softmax(q k^T * scale + mask) in float32, as SDPA computes it (causal: j <= i)."""
+    s = (q.float() @ k.float().transpose(-1, -2)) * (scale or 1 / math.sqrt(q.shape[-1]))
+    if is_causal:
+        L = q.shape[-2]
+        s = s.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
+    if attn_mask is not None:
+        s = s + (attn_mask.float() if attn_mask.dtype != torch.bool else
+                 torch.zeros_like(attn_mask, dtype=torch.float).masked_fill(~attn_mask, float("-inf")))
+    return torch.softmax(s, -1)
+
+
+def per_attention_site(model, batch, stat, loss_fn=None):
+    """{module path: stat(W)} for every F.scaled_dot_product_attention call of one no-grad forward
+    (model(*batch), or loss_fn(model, batch))."""
     tr = _PathTracker(model)
     orig = F.scaled_dot_product_attention
     out = {}
 
     def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
-        s = (q.float() @ k.float().transpose(-1, -2)) * (scale or 1 / math.sqrt(q.shape[-1]))
-        if is_causal:
-            L = q.shape[-2]
-            s = s.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
-        if attn_mask is not None:
-            s = s + (attn_mask.float() if attn_mask.dtype != torch.bool else
-                     torch.zeros_like(attn_mask, dtype=torch.float).masked_fill(~attn_mask, float("-inf")))
-        w = torch.softmax(s, -1)
-        ent = -(w * torch.log(w.clamp_min(1e-30))).sum(-1)
-        top1 = w.max(-1).values
-        out[tr.current()] = {"eff_keys_mean": float(ent.exp().mean()), "eff_keys_median": float(ent.exp().median()),
-                             "top1_weight_mean": float(top1.mean())}
+        out[tr.current()] = stat(attention_weights(q, k, attn_mask, is_causal, scale))
         return orig(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
 
     F.scaled_dot_product_attention = spy
@@ -50,6 +53,17 @@ def entropy_stats(model, batch, loss_fn=None):
         F.scaled_dot_product_attention = orig
         tr.remove()
     return out
+
+
+def _entropy(w):
+    ent = -(w * torch.log(w.clamp_min(1e-30))).sum(-1)
+    top1 = w.max(-1).values
+    return {"eff_keys_mean": float(ent.exp().mean()), "eff_keys_median": float(ent.exp().median()),
+            "top1_weight_mean": float(top1.mean())}
+
+
+def entropy_stats(model, batch, loss_fn=None):
+    return per_attention_site(model, batch, _entropy, loss_fn)
 
 
 if __name__ == "__main__":

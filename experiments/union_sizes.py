@@ -12,18 +12,15 @@ KJV text; random q, k for comparison. CPU, float32. Writes experiments/variance/
     PYTHONPATH=. python3 experiments/union_sizes.py
 """
 import json
-import math
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import models  # noqa: E402
-
-from sus_fx.variance import _PathTracker  # noqa: E402
+from attention_entropy import attention_weights, per_attention_site  # noqa: E402
 
 BM = 128
 CS = (8.0, 32.0)
@@ -43,42 +40,14 @@ def summarize(u):
 
 
 def union_stats(model, batch, loss_fn=None):
-    tr = _PathTracker(model)
-    orig = F.scaled_dot_product_attention
-    out = {}
-
-    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
-        s = (q.float() @ k.float().transpose(-1, -2)) * (scale or 1 / math.sqrt(q.shape[-1]))
-        if is_causal:
-            L = q.shape[-2]
-            s = s.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
-        if attn_mask is not None:
-            s = s + (attn_mask.float() if attn_mask.dtype != torch.bool else
-                     torch.zeros_like(attn_mask, dtype=torch.float).masked_fill(~attn_mask, float("-inf")))
-        w = torch.softmax(s, -1)
-        out[tr.current()] = {f"c={c:g}": summarize(block_unions(w, c)) for c in CS}
-        return orig(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
-
-    F.scaled_dot_product_attention = spy
-    try:
-        with torch.no_grad():
-            if loss_fn is None:
-                model(*batch)
-            else:
-                loss_fn(model, batch)
-    finally:
-        F.scaled_dot_product_attention = orig
-        tr.remove()
-    return out
+    return per_attention_site(model, batch, lambda w: {f"c={c:g}": summarize(block_unions(w, c)) for c in CS},
+                              loss_fn)
 
 
 def random_stats(n, D, H, qscale, causal):
     g = torch.Generator().manual_seed(0)
     q, k = (torch.randn(1, H, n, D, generator=g) for _ in range(2))
-    s = (q * qscale) @ k.transpose(-1, -2) / math.sqrt(D)
-    if causal:
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-    w = torch.softmax(s, -1)
+    w = attention_weights(q * qscale, k, is_causal=causal)
     return {f"c={c:g}": summarize(block_unions(w, c)) for c in CS}
 
 
