@@ -149,7 +149,7 @@ def test_joint_graph_rewrites_stay_on_except_fused_attention(no_compile_cache):
     import re
     import sys
     from torch._inductor.utils import run_and_get_code
-    sys.path.insert(0, "examples")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
     from gpt import GPT, GPTConfig
     V, T = 4096, 64
 

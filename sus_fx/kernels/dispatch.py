@@ -150,12 +150,12 @@ def _record(kept, q, k, attn_mask, is_causal, c, union=None):
     per_row_valid = valid.sum(-1)
     has = per_row_valid > 0
     kept = kept.to(torch.float64)
-    blocks = dict()
+    unions = {}
     if union is not None:
         cnt, cap = union
         cnt = cnt.to(torch.float64)
-        blocks = dict(blocks=cnt.numel(), union_total=float(cnt.sum()), union_max=float(cnt.max()),
+        unions = dict(blocks=cnt.numel(), union_total=float(cnt.sum()), union_max=float(cnt.max()),
                       blocks_over_capacity=int((cnt > cap).sum()), capacity=int(cap))
     record(BackwardRecord(shape=(B, H, Lq, Lk), c=c, rows=int(has.sum()),
                           kept_total=float(kept.sum()), kept_max=float(kept.max()),
-                          valid_total=float(per_row_valid.sum()), **blocks))
+                          valid_total=float(per_row_valid.sum()), **unions))

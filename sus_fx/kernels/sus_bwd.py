@@ -660,8 +660,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
                 cols = torch.empty(B * H * n_rb * U_cap, dtype=torch.int32, device=dev)
                 run_union(U_cap, cols)
                 need = int(cnt.max().item())
-            if _pow2(max(need, 1)) < U_cap:  # fewer slots: the partials are [slots, D] fp32 each
-                fit = _pow2(max(need, 1))
+            fit = _pow2(max(need, 1))
+            if fit < U_cap:  # fewer slots: the partials are [slots, D] fp32 each
                 cols = cols.view(-1, U_cap)[:, :fit].contiguous().view(-1)
                 U_cap = fit
     elif deterministic:
