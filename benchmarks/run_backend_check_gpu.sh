@@ -20,5 +20,5 @@ grep -E "passed|failed|error" "$D/tests_compiled.log" | tail -n 4
 (cd "$OUT" && tar czf backend_check_a.tgz "$(basename "$D")")
 timeout 220 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 16384 --budget-s 180 > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
-sed -n '/## Step time/,/## Loss curves/p' "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| 16384"
+e2e_summary
 pack backend_check

@@ -25,8 +25,5 @@ grep -E "^\| sus_backward|^\| union_sm90_impl" "$D/overhead_pieces.txt"
 (cd "$OUT" && tar czf stop13_6a.tgz "$(basename "$D")")  # the rows above survive a timeout below
 timeout 200 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 16384 --budget-s 150 > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
-sed -n '/## Step time/,/## Loss curves/p' "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| 16384"
-grep -A3 "^| c | d (held-out)" "$D/e2e/e2e_gpt.md" 2>/dev/null | tail -1
-grep -E "^\| (SUS|attention|matmul|Inductor|other)" "$D/e2e/e2e_gpt.md" 2>/dev/null | tail -6
-tail -2 "$D/e2e.log"
+e2e_summary
 pack stop13_6

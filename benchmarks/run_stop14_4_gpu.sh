@@ -9,8 +9,5 @@ cd "$(dirname "$0")/.."
 timeout 470 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 8192,16384 --c 8,32 --budget-s 420 \
   > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
-sed -n '/## Step time/,/## Loss curves/p' "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| (8192|16384)"
-grep -A4 "^| c | d (held-out)" "$D/e2e/e2e_gpt.md" 2>/dev/null | tail -3
-grep -E "^\| (SUS|attention|matmul|Inductor|other)" "$D/e2e/e2e_gpt.md" 2>/dev/null | tail -8
-tail -3 "$D/e2e.log"
+e2e_summary
 pack stop14_4
