@@ -63,7 +63,7 @@ def main():
     n_rb = triton.cdiv(n, 128)
     keys = torch.zeros(H * n_rb, dtype=torch.int32, device="cuda")
     k1 = torch.ones(H * n, dtype=torch.float32, device="cuda")
-    T_cap = 512
+    T_cap = sus_bwd.tile_capacity(sus_bwd.union_capacity(32.0, n, 128), n, 64)  # what sus_backward uses at c=32
     impl = lambda: union_hopper.union_sm90_impl(q, k, lse, keys, k1, T_cap, triton.cdiv(n, n_rb), s * 1.44, 1e-5,
                                                 5.0, True, True, D, 4)
     rows.append(("union_sm90_impl", *host_ms(impl), gpu_ms(impl)))
