@@ -101,7 +101,7 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False):
                   TMAX=1024, FOLD=FOLD, fold_layout=union_hopper.fold_layout(tdt) if FOLD else None)
     kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, 64, D], union_hopper._gl_dtype(tdt))
     ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, 64, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
-            "TW": "*i64", "TI": "*i32", "NT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
+            "COLS": "*i32", "CNT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
         if n in consts:

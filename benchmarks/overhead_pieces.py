@@ -63,20 +63,20 @@ def main():
     n_rb = triton.cdiv(n, 128)
     keys = torch.zeros(H * n_rb, dtype=torch.int32, device="cuda")
     k1 = torch.ones(H * n, dtype=torch.float32, device="cuda")
-    T_cap = sus_bwd.tile_capacity(sus_bwd.union_capacity(32.0, n, 128), n, 64)  # what sus_backward uses at c=32
-    impl = lambda: union_hopper.union_sm90_impl(q, k, lse, keys, k1, T_cap, triton.cdiv(n, n_rb), s * 1.44, 1e-5,
+    U_cap = sus_bwd.union_capacity(32.0, n, 128)  # what sus_backward uses at c=32
+    impl = lambda: union_hopper.union_sm90_impl(q, k, lse, keys, k1, U_cap, triton.cdiv(n, n_rb), s * 1.44, 1e-5,
                                                 5.0, True, True, D, 4)
     rows.append(("union_sm90_impl", *host_ms(impl), gpu_ms(impl)))
     rows.append(("k_descriptor", *host_ms(lambda: union_hopper.k_descriptor(k)), float("nan")))
     rows.append(("q_smem_layout", *host_ms(lambda: union_hopper.q_smem_layout(q.dtype, D)), float("nan")))
-    rows.append(("_new_outputs", *host_ms(lambda: union_hopper._new_outputs(q, k, T_cap, True, D)), float("nan")))
-    tw, ti, nt, zk, zv = union_hopper._new_outputs(q, k, T_cap, True, D)
+    rows.append(("_new_outputs", *host_ms(lambda: union_hopper._new_outputs(q, k, U_cap, True, D)), float("nan")))
+    cols, ucnt, zk, zv = union_hopper._new_outputs(q, k, U_cap, True, D)
     desc, lay = union_hopper.k_descriptor(k), union_hopper.q_smem_layout(q.dtype, D)
 
     def raw():
         union_hopper.union_kernel_sm90[(n_rb, H)](
-            q, desc, lse, keys, tw, ti, nt, k1, zk, zv, q.stride(0), q.stride(1), q.stride(2),
-            H, 1, H, n, n, n_rb, T_cap, triton.cdiv(n, n_rb), s * 1.44, 1e-5, 5.0,
+            q, desc, lse, keys, cols, ucnt, k1, zk, zv, q.stride(0), q.stride(1), q.stride(2),
+            H, 1, H, n, n, n_rb, U_cap, triton.cdiv(n, n_rb), s * 1.44, 1e-5, 5.0,
             CAUSAL=True, D=D, NB=4, ZERO=True, DV_=D, DVP=D, q_smem_layout=lay, TMAX=128, num_warps=4)
     rows.append(("union_kernel_sm90[grid](...) only", *host_ms(raw), gpu_ms(raw)))
     cnt = torch.empty(1, dtype=torch.int64, device="cuda")

@@ -87,8 +87,8 @@ def test_gluon_union_eligibility_reads_only_shapes():
 
 
 def test_gluon_union_op_fake_shapes():
-    """sus::union_sm90's fake (what torch.compile sees): the Triton union's output shapes, and
-    zeroed dK/dV accumulators of the key rows only when asked for."""
+    """sus::union_sm90's fake (what torch.compile sees): U_cap union columns and a union size per
+    128-row block, and zeroed dK/dV accumulators of the key rows only when asked for."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -100,10 +100,10 @@ def test_gluon_union_op_fake_shapes():
         keys = torch.empty(2 * 4 * 3, device="cuda", dtype=torch.int32)
         k1 = torch.empty(2 * 2 * 500, device="cuda")
         for zero, (zk_shape, zv_shape) in ((True, ((2000, 64), (2000, 32))), (False, ((1, 1), (1, 1)))):
-            tw, ti, nt, zk, zv = torch.ops.sus.union_sm90(q, k, lse, keys, k1, 64, 167, 0.18, 1e-5, 5.0,
-                                                          True, zero, 32, 4)
-            assert tw.shape == (24, 64) and tw.dtype == torch.int64
-            assert ti.shape == (24, 64) and ti.dtype == torch.int32 and nt.shape == (24,)
+            cols, cnt, zk, zv = torch.ops.sus.union_sm90(q, k, lse, keys, k1, 64, 167, 0.18, 1e-5, 5.0,
+                                                         True, zero, 32, 4)
+            assert cols.shape == (24, 64) and cols.dtype == torch.int32
+            assert cnt.shape == (24,) and cnt.dtype == torch.int32
             assert zk.shape == zk_shape and zv.shape == zv_shape and zk.dtype == torch.float32
 
 

@@ -583,8 +583,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     grid = (n_rb, B * H)
 
     U_cap = 0 if exact else int(cfg.get("U_cap", union_capacity(c, Lk, BM)))
-    cnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
-    cols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
+    if exact:  # phase (b) reads no union (placeholders); otherwise run_union below makes it
+        cols = torch.empty(1, dtype=torch.int32, device=dev)
+        cnt = torch.empty(1, dtype=torch.int32, device=dev)
 
     # The fp32 dK/dV accumulators of the atomics path are zeroed at the start of the union kernel
     # (ZERO; the fastest of the variants timed on the H200, 0.14 ms less than torch.zeros at 16k);
@@ -602,11 +603,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
     else:
         dk_buf, dv_buf = (torch.empty(1, dtype=torch.float32, device=dev) for _ in range(2))
 
-    def run_union(U_cap, cols):
+    def run_union(U_cap):
+        """Phase (a): (union columns [blocks * U_cap], union size per block)."""
         nonlocal dk_buf, dv_buf
-        # every listed tile holds >= 1 union column, so U_cap tile slots cover any union that fits,
-        # and no block lists more than the key tiles there are (int64 words: 8 bytes a slot)
-        T_cap = int(cfg.get("T_cap", tile_capacity(U_cap, Lk, BN)))  # (a smaller T_cap: tests of the overflow path)
         if sm90 is not None:
             keys = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
             launch(_block_keys_kernel)[(triton.cdiv(n_rb, 128), B * H)](keys, seeds_t, seed_idx, seed, n_rb,
@@ -617,14 +616,18 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             # dtype: bf16 only, since an fp16 part overflows where |lse2 / a| > 65504, and an -inf
             # part would empty the union (a wrong gradient, not a slow one)
             fold = bool(cfg["FOLD"]) and q.dtype == torch.bfloat16
-            tw, ti, nt, zk, zv = union(
-                q, k, lse, keys, k1, T_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
+            # (the Gluon kernel lists the columns itself: no tile words, no expansion launch)
+            ucols, ucnt, zk, zv = union(
+                q, k, lse, keys, k1, U_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
                 bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)), fold)
             if zero_in_union:
                 dk_buf, dv_buf = zk, zv
-            launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],
-                                                            num_warps=cfg["warps_e"])
-            return
+            return ucols.view(-1), ucnt
+        # every listed tile holds >= 1 union column, so U_cap tile slots cover any union that fits,
+        # and no block lists more than the key tiles there are (int64 words: 8 bytes a slot)
+        T_cap = int(cfg.get("T_cap", tile_capacity(U_cap, Lk, BN)))  # (a smaller T_cap: tests of the overflow path)
+        ucols = torch.empty(max(1, B * H * n_rb * U_cap), dtype=torch.int32, device=dev)
+        ucnt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
         tw = torch.empty((B * H * n_rb, T_cap), dtype=torch.int64, device=dev)
         ti = torch.empty((B * H * n_rb, T_cap), dtype=torch.int32, device=dev)
         nt = torch.empty(B * H * n_rb, dtype=torch.int32, device=dev)
@@ -639,14 +642,15 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             num_warps=cfg["warps_a"], num_stages=cfg["stages_a"],
             # (a register cap for more CTAs per SM: a benchmark knob, not set by default)
             **({"maxnreg": int(cfg["maxnreg_a"])} if "maxnreg_a" in cfg else {}))
-        launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, cols, cnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],
+        launch(_union_expand_kernel)[(B * H * n_rb,)](tw, ti, nt, ucols, ucnt, T_cap, U_cap, BN=BN, WC=cfg["WC"],
                                                         num_warps=cfg["warps_e"])
+        return ucols, ucnt
 
     if not exact:
         k1 = torch.empty(B * Hkv * Lk, dtype=torch.float32, device=dev)  # L1 norm of each key row
         launch(_key_l1_kernel)[(triton.cdiv(B * Hkv * Lk, 64),)](k, k1, *k.stride(), Hkv, Lk, B * Hkv * Lk,
                                                                 D=D, DP=DP, R=64, num_warps=4)
-        run_union(U_cap, cols)
+        cols, cnt = run_union(U_cap)
         if "debug" in cfg:
             _DEBUG.update(cnt=cnt, cols=cols, U_cap=U_cap, BM=BM)
             if cfg["debug"] == "union_only":
@@ -657,8 +661,7 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             need = int(cnt.max().item()) if cnt.numel() else 0
             while need > U_cap:
                 U_cap = _pow2(need)
-                cols = torch.empty(B * H * n_rb * U_cap, dtype=torch.int32, device=dev)
-                run_union(U_cap, cols)
+                cols, cnt = run_union(U_cap)
                 need = int(cnt.max().item())
             fit = _pow2(max(need, 1))
             if fit < U_cap:  # fewer slots: the partials are [slots, D] fp32 each

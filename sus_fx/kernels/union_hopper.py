@@ -12,7 +12,7 @@ saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
     outstanding, so the tensor cores have work queued behind every epilogue;
   * K tiles come by TMA (one instruction, an mbarrier per buffer) rather than cp.async (~60
     instructions per tile per warp of addresses, masks, waits and fences);
-  * each warp's 16 keep bits of a tile go to shared memory, and the block's tile list is compacted
+  * each warp's 16 keep bits of a tile go to shared memory, and the block's union columns are listed
     once at its end, instead of a reduction across the four warps (three barriers) per tile;
   * FOLD (the default for bf16; an fp16 part could overflow): -lse2 / a is added by the MMA
     itself (its three 16-bit parts against a column of ones, one k16 wgmma more per tile), so the
@@ -26,7 +26,7 @@ instructions out for 4% (1.11 -> 1.07 ms): past that point the instruction count
     prologue: TMA K tiles 0 .. NB-2; MMA(0)
     for t:    wait K tile t+1 -> barrier -> TMA K tile t+NB-1 -> MMA(t+1) -> wait MMA(t) -> epilogue(t)
     last:     wait MMA(n-1) -> epilogue(n-1)
-    end:      compact the block's per-tile words into TW / TI / NT
+    end:      expand the block's per-tile words into its union's columns, COLS / CNT
 
 The barrier orders the reuse of K buffers: the buffer refilled in iteration t was read by MMA(t-1),
 which every warp retired (wgmma.wait_group 1) in iteration t-1, before the barrier.
@@ -112,8 +112,8 @@ def _mma(kt, qT, acc, ones_s, lT, FOLD: gl.constexpr):
 def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
           CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
     """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: a reduction inside each
-    warp and one shared store, no barrier. The block's list is compacted once at its end
-    (_compact_words); a per-tile reduction across the warps cost three barriers per tile."""
+    warp and one shared store, no barrier. The block's columns are listed once at its end
+    (_expand_words); a per-tile reduction across the warps cost three barriers per tile."""
     keepc = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2, CAUSAL, FOLD, BN, mma_layout)
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     bits = gl.where(keepc, gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, mma_layout)) << (jl % 16), 0)
@@ -127,28 +127,40 @@ def _add(x, y):
 
 
 @gluon.jit
-def _compact_words(words, n_t, TW, TI, blk, T_cap, TMAX: gl.constexpr, BN: gl.constexpr):
-    """The block's tiles with union columns, in order: TW (64 keep bits), TI (tile); returns their
-    number. words[t, w] holds bits 16w .. 16w+15 of tile t."""
+def _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.constexpr):
+    """The block's union as ascending column indices (COLS, capacity U_cap) and its size (CNT),
+    straight from the per-tile keep bits: words[t, w] holds bits 16w .. 16w+15 of tile t. A union
+    larger than U_cap stores its first U_cap columns and its full size, which sends the block down
+    phase (b)'s all-columns path.
+
+    This was a separate launch (sus_bwd._union_expand_kernel, 41.5 us at 16k on the H200, with a
+    round trip of tile words through global memory); here it runs while the SM's other CTA keeps
+    the tensor cores busy. One thread per tile: each thread walks its tile's 64 bits (the
+    within-tile prefix stays in registers), and a scan over the threads places the tiles."""
     CH: gl.constexpr = 128
     cl: gl.constexpr = gl.BlockedLayout([1, BN // 16], [32, 1], [4, 1], [1, 0])
+    bl: gl.constexpr = gl.BlockedLayout([1, BN], [32, 1], [4, 1], [1, 0])  # one tile's bits per thread
     l1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     shifts = (gl.arange(0, BN // 16, layout=gl.SliceLayout(0, cl)) * 16).to(gl.int64)
+    jl = gl.arange(0, BN, layout=gl.SliceLayout(0, bl))
     w2d = words._reinterpret(gl.int16, [TMAX, BN // 16],
                              gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
-    nt = n_t * 0
+    base = n_t * 0
+    row = blk * U_cap
     for ci in gl.static_range(TMAX // CH):
         if ci * CH < n_t:
             w4 = w2d.slice(ci * CH, CH).load(cl).to(gl.int64) & 0xFFFF
-            word = gl.convert_layout(gl.sum(w4 << shifts[None, :], axis=1), l1)  # (the scan wants a plain layout)
-            tiles = ci * CH + gl.arange(0, CH, layout=l1)
-            hit = (word != 0) & (tiles < n_t)
-            h = hit.to(gl.int32)
-            pos = nt + gl.associative_scan(h, 0, _add) - h
-            gl.store(TW + blk * T_cap + pos, word, mask=hit & (pos < T_cap))
-            gl.store(TI + blk * T_cap + pos, tiles, mask=hit & (pos < T_cap))
-            nt += gl.sum(h, 0)
-    return nt
+            word = gl.sum(w4 << shifts[None, :], axis=1)
+            tiles = ci * CH + gl.arange(0, CH, layout=gl.SliceLayout(1, bl))
+            word = gl.where(tiles < n_t, gl.convert_layout(word, gl.SliceLayout(1, bl)), 0)
+            on = ((word[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
+            per_tile = gl.convert_layout(gl.sum(on, axis=1), l1)  # (the scan wants a plain layout)
+            first = gl.convert_layout(base + gl.associative_scan(per_tile, 0, _add) - per_tile,
+                                      gl.SliceLayout(1, bl))
+            pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
+            gl.store(COLS + row + pos, tiles[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
+            base += gl.sum(per_tile, 0)
+    gl.store(CNT + blk, base)
 
 
 @gluon.jit
@@ -235,9 +247,9 @@ def _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, t_lo, t_hi, n_t, hi,
 
 
 @gluon.jit
-def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
+def union_kernel_sm90(Q, k_desc, LSE, KEYS, COLS, CNT, K1, ZK, ZV,
                       sqb, sqh, sqm,
-                      H, G, Hkv, Lq, Lk, n_rb, T_cap, z_rows,
+                      H, G, Hkv, Lq, Lk, n_rb, U_cap, z_rows,
                       a, gamma, log2c,
                       CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
                       ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
@@ -273,7 +285,7 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [NB] + k_desc.block_type.shape, k_desc.layout)
     bars = gl.allocate_shared_memory(gl.int64, [NB, 1], mbarrier.MBarrierLayout())
     # per tile and warp, the warp's 16 keep bits (TMAX >= the block's tile count)
-    # (one buffer of BN/16 per tile: words.index(t) is tile t's row; _compact_words reads it as 2-D)
+    # (one buffer of BN/16 per tile: words.index(t) is tile t's row; _expand_words reads it as 2-D)
     words = gl.allocate_shared_memory(gl.int16, [TMAX, BN // 16],
                                       gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     for i in gl.static_range(NB):
@@ -359,8 +371,7 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, TW, TI, NT, K1, ZK, ZV,
     for i in gl.static_range(NB):
         mbarrier.invalidate(bars.index(i))
     gl.thread_barrier()  # every warp's words are in
-    nt = _compact_words(words, n_t, TW, TI, blk, T_cap, TMAX, BN)
-    gl.store(NT + blk, nt)
+    _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX, BN)
 
 
 def supported(q, k, v, attn_mask, exact: bool) -> bool:
@@ -400,22 +411,24 @@ def k_descriptor(k):
     return TensorDescriptor(k, list(k.shape), list(k.stride()), box, layout)
 
 
-def _new_outputs(q, k, T_cap: int, zero: bool, Dv: int):
+def _new_outputs(q, k, U_cap: int, zero: bool, Dv: int):
     """The op's outputs, uninitialized: the real op fills them, its fake (torch.compile) returns
     them. new_empty makes both real and fake tensors."""
     B, H, Lq, D = q.shape
     n_blk = B * H * triton.cdiv(Lq, BM.value)
     zrows = B * k.shape[1] * k.shape[2] if zero else 1
-    return (q.new_empty((n_blk, T_cap), dtype=torch.int64), q.new_empty((n_blk, T_cap), dtype=torch.int32),
-            q.new_empty((n_blk,), dtype=torch.int32), q.new_empty((zrows, D if zero else 1), dtype=torch.float32),
+    return (q.new_empty((n_blk, U_cap), dtype=torch.int32), q.new_empty((n_blk,), dtype=torch.int32),
+            q.new_empty((zrows, D if zero else 1), dtype=torch.float32),
             q.new_empty((zrows, Dv if zero else 1), dtype=torch.float32))
 
 
-def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, T_cap: int, z_rows: int,
+def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, U_cap: int, z_rows: int,
                     a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int,
-                    fold: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(tile words, tile indices, tile counts, zeroed fp32 dK and dV accumulators (1-element
-    placeholders unless `zero`)) of phase (a): the outputs of sus_bwd._union_kernel. Eager callers
+                    fold: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(union columns [blocks, U_cap], union sizes [blocks], zeroed fp32 dK and dV accumulators
+    (1-element placeholders unless `zero`)) of phase (a): what sus_bwd._union_kernel and
+    _union_expand_kernel produce between them, in one launch (a union over U_cap columns: its
+    first U_cap and its full size, so phase (b) takes all columns there). Eager callers
     call this directly; traced ones go through the custom op below. `fold`: -lse2 / a added by the
     MMA (the caller's gamma must count its 16 extra products)."""
     if fold and q.dtype != torch.bfloat16:
@@ -424,19 +437,21 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
     B, H, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     n_rb = triton.cdiv(Lq, BM.value)
-    tw, ti, nt, zk, zv = _new_outputs(q, k, T_cap, zero, Dv)
+    if U_cap < 1:
+        raise ValueError(f"union_sm90: the union capacity must be at least 1, got {U_cap}")
+    cols, cnt, zk, zv = _new_outputs(q, k, U_cap, zero, Dv)
     if q.stride(-1) != 1:
         q = q.contiguous()
     if k.data_ptr() % 16 or any(st % 8 for st in k.stride()[:-1]) or k.stride(-1) != 1:
         k = k.contiguous() if not k.is_contiguous() else k.clone()  # TMA: 16-byte aligned base and strides
     union_kernel_sm90[(n_rb, B * H)](
-        q, k_descriptor(k), lse, keys, tw, ti, nt, k1, zk, zv,
+        q, k_descriptor(k), lse, keys, cols, cnt, k1, zk, zv,
         q.stride(0), q.stride(1), q.stride(2),
-        H, H // Hkv, Hkv, Lq, Lk, n_rb, T_cap, z_rows, a, gamma, log2c,
+        H, H // Hkv, Hkv, Lq, Lk, n_rb, U_cap, z_rows, a, gamma, log2c,
         CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
         q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))),
         FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None, num_warps=4)
-    return tw, ti, nt, zk, zv
+    return cols, cnt, zk, zv
 
 
 # An opaque custom op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits
@@ -445,5 +460,5 @@ union_sm90 = torch.library.custom_op("sus::union_sm90", union_sm90_impl, mutates
 
 
 @union_sm90.register_fake
-def _(q, k, lse, keys, k1, T_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False):
-    return _new_outputs(q, k, T_cap, zero, Dv)
+def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False):
+    return _new_outputs(q, k, U_cap, zero, Dv)
