@@ -233,12 +233,36 @@ def compile_counters():
                 fx_cache_miss=int(counters["inductor"]["fxgraph_cache_miss"]))
 
 
+def union_note(before, after):
+    """The --union-stats note of the step-time table: the kernels' union per 128-row block (GPU) or
+    the entries kept per row (CPU reference), before and after the timed steps."""
+    if "union_per_block_mean" in before:
+        def one(u):
+            return (f"{u['union_per_block_mean']:.0f} (max {u['union_per_block_max']:.0f}, "
+                    f"{100 * u['fraction_blocks_over_capacity']:.1f}% of blocks over capacity)")
+        what = "union columns per block"
+    else:
+        def one(u):
+            return f"{u['kept_per_row_mean']:.1f}"
+        what = "kept per row"
+    return f"{what} before the timed steps {one(before)}, after {one(after) if after else '-'}"
+
+
 def make_compiled(model, backend_name, c):
     if backend_name == "inductor":
         return torch.compile(model, backend="inductor", dynamic=False), None
     be = sus_fx.make_backend(c=c, strict=True, report=False)
     be.keep_reports = True
     return torch.compile(model, backend=be, dynamic=False), be
+
+
+def union_step(tr, tokens, T, idx, device):
+    """One training step inside sus_fx.stats(): what the SUS backwards kept and, with the GPU
+    kernels, their unions per 128-row block (mean, max, share over the capacity)."""
+    with sus_fx.stats() as rec:
+        tr.step(*batch(tokens, T, 99, idx, device), idx)
+        sync(device)
+    return rec.summary()
 
 
 def time_config(tr, tokens, T, args, device, res):
@@ -257,6 +281,8 @@ def time_config(tr, tokens, T, args, device, res):
     log(f"  first step (compile) {res['first_step_s']:.1f}s, graphs {res['graphs_compiled']}")
     for i in range(args.warmup):
         tr.step(*batch(tokens, T, 99, 1 + i, device), 1 + i)
+    if args.union_stats and res["backend"] == "sus":
+        res["union_before"] = union_step(tr, tokens, T, 1 + args.warmup, device)
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -275,6 +301,11 @@ def time_config(tr, tokens, T, args, device, res):
         res["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
         res["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 2 ** 30
     res["recompiles_after_first_step"] = compile_counters()["graphs"] - c1["graphs"]
+    if args.union_stats and res["backend"] == "sus":
+        # one more step inside sus_fx.stats() (a second compiled variant: the opaque backward op and
+        # host syncs, so it is not timed): the unions after the timed steps, against those of the
+        # warm-up recorded below
+        res["union_after"] = union_step(tr, tokens, T, 100 + args.steps, device)
     log(f"  step {res['step_ms']:.2f} ms (p10 {q[0]:.2f}, p90 {q[-1]:.2f})"
         + (f", peak {res['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in res else ""))
 
@@ -383,6 +414,8 @@ def make_md(R):
         note = r.get("error", "")
         if r.get("sites") is not None:
             note = (f"{r['sites']} attention sites rewritten " + note).strip()
+        if "union_before" in r:
+            note += "; " + union_note(r["union_before"], r.get("union_after", {}))
         o.append(f"| {r['T']} | {r['backend']} | {fmt(r.get('c'), '{:g}')} | {fmt(r.get('compile_s'), '{:.1f}')} | "
                  f"{fmt(r.get('step_ms'), '{:.2f}')} | {fmt(r.get('step_ms_p10'), '{:.2f}')}-"
                  f"{fmt(r.get('step_ms_p90'), '{:.2f}')} | {fmt(sp, '{:.2f}x') if r['backend'] == 'sus' else ''} | "
@@ -544,6 +577,9 @@ def main(argv=None):
     ap.add_argument("--profile-lengths", default=None, help="lengths to profile (default: the longest); 0: none")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--trace", action="store_true", help="also write a Chrome trace of each profile (large)")
+    ap.add_argument("--union-stats", action="store_true",
+                    help="sus: one untimed step inside sus_fx.stats() before and after the timed steps "
+                         "(union sizes per row block; compiles a second variant)")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--width", type=int, default=None)
