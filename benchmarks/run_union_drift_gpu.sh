@@ -1,0 +1,21 @@
+#!/bin/bash
+# For the next device call (written in stop 15, not yet run): why GPT-124M at 8k with c=32 stepped
+# at ~29 ms for its first ~10 timed steps and at 35-37.5 ms after (h200_stop15_4_e2e_gpt.md), while
+# c=8 and inductor held steady. Two candidates, both recorded here:
+#  - the unions grow as the model learns (CPU: 2.5-3.6x over 40 steps at c=32,
+#    experiments/variance/union_growth.md): --union-stats records sus_fx.stats() in one untimed step
+#    before and one after the timed steps;
+#  - the card's clocks or power: nvidia-smi sampled every 500 ms alongside.
+#   OUT=/tmp/o bash benchmarks/run_union_drift_gpu.sh
+set -u
+cd "$(dirname "$0")/.."
+. benchmarks/gpu_run_setup.sh union_drift
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+  --format=csv -lms 500 > "$D/smi.csv" 2>&1 &
+SMI=$!
+timeout 400 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 8192 --c 8,32 --steps 60 --union-stats \
+  --loss-steps 0 --profile-lengths 0 --budget-s 330 > "$D/e2e.log" 2>&1
+stamp "e2e rc=$?"
+kill $SMI
+e2e_summary
+pack union_drift
