@@ -28,13 +28,17 @@ from union_sizes import CS, block_unions  # noqa: E402
 from sus_fx import data as sdata  # noqa: E402
 
 
-def unions(model, x):
-    """{layer: {c: (mean, max, fraction of blocks over 64c) of E|U_b| / c}} for one window."""
+def unions(model, x, bms=()):
+    """{layer: {c: (mean, max, fraction of blocks over 64c) of E|U_b| / c}} for one window; and
+    {layer: {"c=..,bm=..": mean E|U_b| / c}} for row blocks of bm rows (phase (b)'s work per row
+    is its block's union: a smaller block does less where its rows keep different keys)."""
     def stat(w):
         out = {}
         for c in CS:
             u = block_unions(w, c).flatten().double()
             out[f"c={c:g}"] = (float(u.mean()), float(u.max()), float((u > 64).double().mean()))
+            for bm in bms:
+                out[f"c={c:g},bm={bm}"] = float(block_unions(w, c, bm).double().mean())
         return out
     return per_attention_site(model.eval(), (x,), stat)
 
@@ -47,6 +51,9 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--bms", default="", help="also the mean union of row blocks of these sizes, e.g. 64,32")
+    ap.add_argument("--timed-recipe", action="store_true",
+                    help="e2e_gpt's timed run: lr warm-up for steps 0-5 (compile + warm-up steps), then the full lr")
     ap.add_argument("--out", default=os.path.join(HERE, "variance", "union_growth.json"))
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -61,11 +68,12 @@ def main():
                             lr=6e-4, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(0)
     at = {int(s) for s in a.at.split(",")}
+    bms = [int(b) for b in a.bms.split(",") if b]
     rows = []
     t0 = time.time()
     for step in range(a.steps + 1):
         if step in at:
-            rows.append({"step": step, "layers": unions(model, held)})
+            rows.append({"step": step, "layers": unions(model, held, bms)})
             print(f"step {step} ({time.time() - t0:.0f} s)", flush=True)
         if step == a.steps:
             break
@@ -73,7 +81,7 @@ def main():
         i = int(torch.randint(0, train.numel() - a.t - 1, (1,), generator=g))
         x, y = train[i:i + a.t][None], train[i + 1:i + a.t + 1][None]
         for gr in opt.param_groups:
-            gr["lr"] = 6e-4 * min(1.0, (step + 1) / 20)
+            gr["lr"] = 6e-4 if a.timed_recipe and step > 5 else 6e-4 * min(1.0, (step + 1) / 20)
         loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,7 +89,7 @@ def main():
         opt.step()
         if step % 10 == 0:
             print(f"  step {step} loss {loss.item():.3f}", flush=True)
-    meta = dict(T=a.t, layers=a.layers, width=a.width, heads=a.heads, head_dim=a.width // a.heads, block_rows=128,
+    meta = dict(T=a.t, timed_recipe=a.timed_recipe, layers=a.layers, width=a.width, heads=a.heads, head_dim=a.width // a.heads, block_rows=128,
                 data="CPython stdlib bytes", torch=torch.__version__)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
@@ -95,6 +103,15 @@ def main():
         for c in CS:
             cells = [r["layers"][l][f"c={c:g}"] for l in layers]
             print(f"| {r['step']} | {c:g} | " + " | ".join(f"{m:.1f} ({mx:.1f}) {100 * o:.0f}%" for m, mx, o in cells) + " |")
+    if bms:
+        print(f"\nMean union per row block / c, by block rows (128 = the kernels' blocks), mean over layers")
+        print("| step | c | " + " | ".join(f"{bm} rows" for bm in [128] + bms) + " |")
+        print("|---|---|" + "---|" * (1 + len(bms)))
+        for r in rows:
+            for c in CS:
+                m128 = sum(r["layers"][l][f"c={c:g}"][0] for l in layers) / len(layers)
+                rest = [sum(r["layers"][l][f"c={c:g},bm={bm}"] for l in layers) / len(layers) for bm in bms]
+                print(f"| {r['step']} | {c:g} | {m128:.2f} | " + " | ".join(f"{x:.2f}" for x in rest) + " |")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ BM = 128
 CS = (8.0, 32.0)
 
 
-def block_unions(w, c):
-    """Expected union size per BM-row block of W [..., Lq, Lk], divided by c: [..., Lq / BM]."""
+def block_unions(w, c, bm=BM):
+    """Expected union size per bm-row block of W [..., Lq, Lk], divided by c: [..., Lq / bm]."""
     Lq = w.shape[-2]
-    wb = w[..., : Lq // BM * BM, :].unflatten(-2, (Lq // BM, BM))
+    wb = w[..., : Lq // bm * bm, :].unflatten(-2, (Lq // bm, bm))
     return (c * wb.amax(-2)).clamp(max=1.0).sum(-1) / c
 
 
