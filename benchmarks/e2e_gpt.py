@@ -316,19 +316,26 @@ def loss_run(tr, init_sd, tokens, val_windows, T, order, n_steps, args, device, 
     losses, evals = [], [(0, tr.evaluate(val_windows))]
     c0 = compile_counters()["graphs"]
     sync(device)
-    t0 = time.perf_counter()
-    eval_s = 0.0
+    t0 = t_mark = time.perf_counter()
+    s_mark, eval_s, windows = 0, 0.0, []
     for s in range(n_steps):
         x, y = batch(tokens, T, order, s, device)
         losses.append(tr.step(x, y, s))
         if (s + 1) % args.eval_every == 0 or s == n_steps - 1:
+            # the steps since the last evaluation, drained first (the host runs a few steps ahead,
+            # and those would otherwise count as evaluation): ms per training step by window, which
+            # shows how the step time moves as the model learns (SUS: unions grow as attention sharpens)
+            sync(device)
             te = time.perf_counter()
+            windows.append((s + 1, (te - t_mark) / (s + 1 - s_mark) * 1e3))
             evals.append((s + 1, tr.evaluate(val_windows)))
-            eval_s += time.perf_counter() - te
+            t_mark, s_mark = time.perf_counter(), s + 1
+            eval_s += t_mark - te
     sync(device)
     wall = time.perf_counter() - t0
     losses = torch.stack(losses).float().cpu().tolist()
-    return dict(order=order, steps=n_steps, train_loss=losses, val=evals, seconds=wall, eval_seconds=eval_s,
+    return dict(order=order, steps=n_steps, train_loss=losses, val=evals, ms_per_step_by_window=windows,
+                seconds=wall, eval_seconds=eval_s,
                 train_ms_per_step=(wall - eval_s) / max(1, n_steps) * 1e3,
                 recompiles=compile_counters()["graphs"] - c0,
                 nonfinite=sum(1 for v in losses if not math.isfinite(v)))
@@ -442,6 +449,23 @@ def make_md(R):
             o.append(f"| {name} | {r['order']} | " + " | ".join(fmt(vals.get(s)) for s in pts) +
                      f" | {fmt(_m_train(r, last)) if 'train_loss' in r else '-'} | "
                      f"{fmt(r.get('train_ms_per_step'), '{:.1f}')} | {note.strip()} |")
+        wruns = [r for r in runs if r.get("ms_per_step_by_window")]
+        if wruns:
+            ends = [e for e, _ in wruns[0]["ms_per_step_by_window"]]
+            o.append("")
+            o.append("ms per training step over the steps up to each evaluation (synchronized at the window's "
+                     "ends, evaluation excluded), with SUS's speed-up over the exact run of the same data order:")
+            o.append("")
+            o.append("| run | order | " + " | ".join(f"to {e}" for e in ends) + " |")
+            o.append("|---|---|" + "---|" * len(ends))
+            for r in wruns:
+                w = dict(r["ms_per_step_by_window"])
+                base = next((b for b in wruns if b["backend"] == "inductor" and b["order"] == r["order"]), None)
+                bw = dict(base["ms_per_step_by_window"]) if base and r is not base else {}
+                name = "inductor (exact)" if r["backend"] == "inductor" else f"sus c={r['c']:g}"
+                o.append(f"| {name} | {r['order']} | " + " | ".join(
+                    fmt(w.get(e), '{:.1f}') + (f" ({bw[e] / w[e]:.2f}x)" if e in bw and e in w else "")
+                    for e in ends) + " |")
         A = L.get("agreement")
         if A:
             o.append("")

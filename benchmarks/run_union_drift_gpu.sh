@@ -5,7 +5,8 @@
 #  - the unions grow as the model learns (CPU: 2.5-3.6x over 40 steps at c=32,
 #    experiments/variance/union_growth.md): --union-stats records sus_fx.stats() in one untimed step
 #    before and one after the timed steps;
-#  - the card's clocks or power: nvidia-smi sampled every 500 ms alongside.
+#  - the card's clocks or power: nvidia-smi sampled every 500 ms alongside;
+# and the loss runs (200 steps) report ms per step by 20-step window, so the drift is seen over training.
 # Then phase (b) on 64-row blocks with their own unions (the Triton union: the Gluon one is 128-row
 # only) on the GPT-shaped peaky rows, against the shipped 128-row path: on the trained KJV GPT a
 # 64-row block's union is 28-35% smaller per row (experiments/variance/union_block_rows.md).
@@ -17,7 +18,7 @@ nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu
   --format=csv -lms 500 > "$D/smi.csv" 2>&1 &
 SMI=$!
 timeout 400 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 8192 --c 8,32 --steps 60 --union-stats \
-  --loss-steps 0 --profile-lengths 0 --budget-s 330 > "$D/e2e.log" 2>&1
+  --loss-steps 200 --eval-every 20 --profile-lengths 0 --budget-s 330 > "$D/e2e.log" 2>&1
 stamp "e2e rc=$?"
 kill $SMI
 e2e_summary
