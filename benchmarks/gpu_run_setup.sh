@@ -49,10 +49,12 @@ pack() {
   cd "$OUT" && tar czf "$1.tgz" "$(basename "$D")" && rm -rf "$(basename "$D")"
 }
 # `e2e_summary`: the lines of $D/e2e (benchmarks/e2e_gpt.py --out "$D/e2e") worth printing last: the
-# step-time rows, the held-out loss verdicts, the profile's categories, the end of its log.
+# step-time rows, the held-out loss verdicts, the ms per step by window of the loss runs, the profile's
+# categories, the end of its log.
 e2e_summary() {
   sed -n '/## Step time/,/## Loss curves/p' "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| [0-9]+ \|"
   grep -A4 "^| c | d (held-out)" "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| [0-9.]+ \|"
+  grep -h -A6 "^| run | order | to " "$D/e2e/e2e_gpt.md" 2>/dev/null | grep -E "^\| (inductor|sus)"
   grep -E "^\| (SUS|attention|matmul|Inductor|other)" "$D/e2e/e2e_gpt.md" 2>/dev/null | tail -8
   tail -3 "$D/e2e.log"
 }
