@@ -15,6 +15,7 @@ and the measurements):
     phase (a) needs one max over the rows per column and no per-entry exp. Per key tile it
     writes one word of keep bits (only for tiles holding union columns); `_union_expand_kernel`
     turns the words into the column indices of the union (capacity U_cap per block) and its size.
+    (On Hopper the Gluon kernel of union_hopper.py does both in one launch.)
     It also zeroes the fp32 dK/dV accumulators (stores that hide under its compute).
     `_key_l1_kernel` runs first: the L1 norm of every key row, for the rounding margin.
 (b) `_sparse_bwd_kernel`, grid (query blocks, B*H). For each chunk of UB union columns it

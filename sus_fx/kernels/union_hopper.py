@@ -1,8 +1,9 @@
 """Phase (a) of the SUS backward for Hopper (sm_90), written in Gluon with an explicit MMA pipeline.
 
-Same inputs, outputs and decisions as sus_bwd._union_kernel (read its docstring first): per query
-block of 128 rows, per key tile of 64 keys, S^T = K Q^T on the tensor cores, x = a S - lse2, the
-column max over the block's rows, and the keep bits of the tiles that hold union columns.
+Same inputs and decisions as sus_bwd._union_kernel (read its docstring first): per query block of
+128 rows, per key tile of 64 keys, S^T = K Q^T on the tensor cores, x = a S - lse2, the column max
+over the block's rows, and the keep bits of each tile. Its outputs are what _union_kernel and
+_union_expand_kernel produce between them: the union's columns and its size per block.
 
 Why a second version. Triton 3.6 compiles _union_kernel's loop as "wait for the K tile, one wgmma,
 wait for it, epilogue", and that kernel ran at ~51% tensor-pipe activity on the H200 with nothing
