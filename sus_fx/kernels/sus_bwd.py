@@ -657,8 +657,9 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             if cfg["debug"] == "union_only":
                 return None
         if deterministic:
-            # the partial buffers are per slot: size the capacity so that no block overflows (an
-            # overflowing block's count is a lower bound, so this may take more than one round)
+            # the partial buffers are per slot: size the capacity so that no block overflows (the
+            # Triton union's count of an overflowing block is a lower bound, so this may take more
+            # than one round; the Gluon union's counts are exact)
             need = int(cnt.max().item()) if cnt.numel() else 0
             while need > U_cap:
                 U_cap = _pow2(need)
