@@ -65,24 +65,26 @@ def check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[
     if not (query.device == key.device == value.device):
         raise ValueError(f"sus attention: query, key and value must be on one device; got query {query.device}, "
                          f"key {key.device}, value {value.device}")
-    shapes = f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}"
+    def shapes() -> str:  # (built only for an error message: eager calls run this check every time)
+        return f"query {_shape(query)}, key {_shape(key)}, value {_shape(value)}"
+
     if query.shape[0] != key.shape[0] or key.shape[0] != value.shape[0]:
-        raise ValueError(f"sus attention: batch sizes differ: {shapes}")
+        raise ValueError(f"sus attention: batch sizes differ: {shapes()}")
     if key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"sus attention: key and value must have the same length (dim -2): {shapes}")
+        raise ValueError(f"sus attention: key and value must have the same length (dim -2): {shapes()}")
     if query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"sus attention: query and key must have the same head dim (dim -1): {shapes}")
+        raise ValueError(f"sus attention: query and key must have the same head dim (dim -1): {shapes()}")
     if query.dim() == 4:
         H, Hk, Hv = query.shape[1], key.shape[1], value.shape[1]
         if Hk != Hv:
-            raise ValueError(f"sus attention: key and value must have the same number of heads: {shapes}")
+            raise ValueError(f"sus attention: key and value must have the same number of heads: {shapes()}")
         if enable_gqa:
             if Hk == 0 or H % Hk != 0:
                 raise ValueError(f"sus attention: with enable_gqa, query heads ({H}) must be a multiple of "
-                                 f"key/value heads ({Hk}): {shapes}")
+                                 f"key/value heads ({Hk}): {shapes()}")
         elif H != Hk:
             raise ValueError(f"sus attention: query has {H} heads and key/value {Hk}; pass enable_gqa=True "
-                             f"for grouped-query attention: {shapes}")
+                             f"for grouped-query attention: {shapes()}")
     if attn_mask is not None:
         if not isinstance(attn_mask, Tensor):
             raise ValueError(f"sus attention: attn_mask must be a Tensor or None, got {type(attn_mask).__name__}")
@@ -95,7 +97,7 @@ def check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[
             m == 1 or m == t for m, t in zip(reversed(attn_mask.shape), reversed(target)))
         if not ok:
             raise ValueError(f"sus attention: attn_mask of shape {_shape(attn_mask)} does not broadcast to "
-                             f"[{', '.join(str(s) for s in target)}] ({shapes})")
+                             f"[{', '.join(str(s) for s in target)}] ({shapes()})")
     if isinstance(dropout_p, torch.SymFloat):
         pass  # symbolic under dynamic shapes (e.g. read with .item()); checked when it is concrete
     elif not isinstance(dropout_p, (int, float)) or not (0.0 <= float(dropout_p) < 1.0):
