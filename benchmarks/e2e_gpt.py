@@ -69,6 +69,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 import sus_fx  # noqa: E402
 from sus_fx import data as sdata  # noqa: E402
+from sus_fx.stats import union_text  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402  (examples/gpt.py)
 
 
@@ -234,18 +235,11 @@ def compile_counters():
 
 
 def union_note(before, after):
-    """The --union-stats note of the step-time table: the kernels' union per 128-row block (GPU) or
+    """The --union-stats note of the step-time table: the kernels' unions per 128-row block (GPU) or
     the entries kept per row (CPU reference), before and after the timed steps."""
-    if "union_per_block_mean" in before:
-        def one(u):
-            return (f"{u['union_per_block_mean']:.0f} (max {u['union_per_block_max']:.0f}, "
-                    f"{100 * u['fraction_blocks_over_capacity']:.1f}% of blocks over capacity)")
-        what = "union columns per block"
-    else:
-        def one(u):
-            return f"{u['kept_per_row_mean']:.1f}"
-        what = "kept per row"
-    return f"{what} before the timed steps {one(before)}, after {one(after) if after else '-'}"
+    def one(u):
+        return union_text(u) or f"kept/row mean {u['kept_per_row_mean']:.1f}"
+    return f"before the timed steps {one(before)}; after {one(after) if after else '-'}"
 
 
 def make_compiled(model, backend_name, c):

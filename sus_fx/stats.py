@@ -79,14 +79,20 @@ class StatsRecorder:
 
     def __repr__(self) -> str:
         s = self.summary()
-        union = ""
-        if "union_per_block_mean" in s:
-            union = (f", union/block mean {s['union_per_block_mean']:.0f} max {s['union_per_block_max']:.0f}, "
-                     f"{100 * s['fraction_blocks_over_capacity']:.1f}% of blocks over capacity")
+        union = union_text(s)
         return (
             f"StatsRecorder({s['backwards']} backwards, kept/row mean {s['kept_per_row_mean']:.2f} "
-            f"max {s['kept_per_row_max']:.0f}, cut {100 * s['fraction_cut']:.2f}%{union})"
+            f"max {s['kept_per_row_max']:.0f}, cut {100 * s['fraction_cut']:.2f}%{', ' + union if union else ''})"
         )
+
+
+def union_text(summary: dict) -> str:
+    """The union statistics of a StatsRecorder.summary() in words ('' where the backwards ran on
+    the CPU reference, which has no row blocks)."""
+    if "union_per_block_mean" not in summary:
+        return ""
+    return (f"union/block mean {summary['union_per_block_mean']:.0f} max {summary['union_per_block_max']:.0f}, "
+            f"{100 * summary['fraction_blocks_over_capacity']:.1f}% of blocks over capacity")
 
 
 @contextlib.contextmanager
