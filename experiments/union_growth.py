@@ -23,24 +23,16 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 from attention_entropy import per_attention_site  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
-from union_sizes import CS, block_unions  # noqa: E402
+from union_sizes import CS, union_stats  # noqa: E402
 
 from sus_fx import data as sdata  # noqa: E402
 
 
-def unions(model, x, bms=()):
-    """{layer: {c: (mean, max, fraction of blocks over 64c) of E|U_b| / c}} for one window; and
-    {layer: {"c=..,bm=..": mean E|U_b| / c}} for row blocks of bm rows (phase (b)'s work per row
-    is its block's union: a smaller block does less where its rows keep different keys)."""
-    def stat(w):
-        out = {}
-        for c in CS:
-            u = block_unions(w, c).flatten().double()
-            out[f"c={c:g}"] = (float(u.mean()), float(u.max()), float((u > 64).double().mean()))
-            for bm in bms:
-                out[f"c={c:g},bm={bm}"] = float(block_unions(w, c, bm).double().mean())
-        return out
-    return per_attention_site(model.eval(), (x,), stat)
+def unions(model, x):
+    """{layer: {c: (mean, max, fraction of blocks over 64c) of E|U_b| / c}} for one window."""
+    def three(st):
+        return st["mean_over_c"], st["max_over_c"], st["blocks_over_64c"]
+    return {site: {c: three(st) for c, st in per_c.items()} for site, per_c in union_stats(model.eval(), (x,)).items()}
 
 
 def main():
@@ -51,7 +43,6 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--bms", default="", help="also the mean union of row blocks of these sizes, e.g. 64,32")
     ap.add_argument("--timed-recipe", action="store_true",
                     help="e2e_gpt's timed run: lr warm-up for steps 0-5 (compile + warm-up steps), then the full lr")
     ap.add_argument("--out", default=os.path.join(HERE, "variance", "union_growth.json"))
@@ -68,12 +59,11 @@ def main():
                             lr=6e-4, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(0)
     at = {int(s) for s in a.at.split(",")}
-    bms = [int(b) for b in a.bms.split(",") if b]
     rows = []
     t0 = time.time()
     for step in range(a.steps + 1):
         if step in at:
-            rows.append({"step": step, "layers": unions(model, held, bms)})
+            rows.append({"step": step, "layers": unions(model, held)})
             print(f"step {step} ({time.time() - t0:.0f} s)", flush=True)
         if step == a.steps:
             break
@@ -103,15 +93,6 @@ def main():
         for c in CS:
             cells = [r["layers"][l][f"c={c:g}"] for l in layers]
             print(f"| {r['step']} | {c:g} | " + " | ".join(f"{m:.1f} ({mx:.1f}) {100 * o:.0f}%" for m, mx, o in cells) + " |")
-    if bms:
-        print(f"\nMean union per row block / c, by block rows (128 = the kernels' blocks), mean over layers")
-        print("| step | c | " + " | ".join(f"{bm} rows" for bm in [128] + bms) + " |")
-        print("|---|---|" + "---|" * (1 + len(bms)))
-        for r in rows:
-            for c in CS:
-                m128 = sum(r["layers"][l][f"c={c:g}"][0] for l in layers) / len(layers)
-                rest = [sum(r["layers"][l][f"c={c:g},bm={bm}"] for l in layers) / len(layers) for bm in bms]
-                print(f"| {r['step']} | {c:g} | {m128:.2f} | " + " | ".join(f"{x:.2f}" for x in rest) + " |")
 
 
 if __name__ == "__main__":
