@@ -79,8 +79,8 @@ def main():
         opt.step()
         if step % 10 == 0:
             print(f"  step {step} loss {loss.item():.3f}", flush=True)
-    meta = dict(T=a.t, timed_recipe=a.timed_recipe, layers=a.layers, width=a.width, heads=a.heads, head_dim=a.width // a.heads, block_rows=128,
-                data="CPython stdlib bytes", torch=torch.__version__)
+    meta = dict(T=a.t, timed_recipe=a.timed_recipe, layers=a.layers, width=a.width, heads=a.heads,
+                head_dim=a.width // a.heads, block_rows=128, data="CPython stdlib bytes", torch=torch.__version__)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
