@@ -26,15 +26,21 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     rope_base: float = 10000.0
+    rope_len: int = 16384  # positions whose rotary angles are tabled once; longer inputs compute theirs
     dropout: float = 0.0
 
 
-def _rope(x: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotary position embedding on [B, H, T, D] (D even), rotate-half form."""
-    T, D = x.shape[-2], x.shape[-1]
-    inv = 1.0 / (base ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D))
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv[None, :]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+def rope_tables(T: int, D: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, fp32 [T, D // 2]."""
+    inv = 1.0 / (base ** (torch.arange(0, D, 2, device=device, dtype=torch.float32) / D))
+    ang = torch.arange(T, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    return ang.cos(), ang.sin()
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding on [B, H, T, D] (D even), rotate-half form; cos, sin: [T, D // 2]."""
+    D = x.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., : D // 2], x[..., D // 2:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -44,18 +50,17 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0
         self.n_head = cfg.n_head
-        self.rope_base = cfg.rope_base
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        q, k = _rope(q, self.rope_base), _rope(k, self.rope_base)
+        q, k = _rope(q, *rope), _rope(k, *rope)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -80,8 +85,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, rope):
+        x = x + self.attn(self.ln_1(x), rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -98,6 +103,12 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        # The angles as tables, not computed in the forward: Inductor inlines a computed table into
+        # every q/k rotation, and at 16k those kernels spent ~0.2 ms each on sin/cos, 20x their
+        # memory time (GPT-124M on an H200, benchmarks/results/h200_stop15_1_e2e_gpt.md).
+        cos, sin = rope_tables(cfg.rope_len, cfg.n_embd // cfg.n_head, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     @staticmethod
     def _init(m):
@@ -108,8 +119,13 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.wte(idx)
+        T = idx.shape[1]
+        if T <= self.rope_cos.shape[0]:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        else:  # beyond the table (extrapolation): the same angles, computed
+            rope = rope_tables(T, self.rope_cos.shape[1] * 2, self.cfg.rope_base, idx.device)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         logits = self.lm_head(self.ln_f(x))
         if targets is None:
             return logits

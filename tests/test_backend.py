@@ -168,6 +168,21 @@ def test_joint_graph_rewrites_stay_on_except_fused_attention(no_compile_cache):
     assert ours == plain == 1
 
 
+def test_example_gpt_rope_tables_match_computed_angles():
+    """examples/gpt.py tables its rotary angles once (a computed table was inlined into every q/k
+    rotation kernel by Inductor); beyond the table it computes them. Both give the same logits."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    from gpt import GPT, GPTConfig
+    idx = torch.randint(0, 256, (2, 48))
+    torch.manual_seed(0)
+    tabled = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, rope_len=64))
+    torch.manual_seed(0)
+    computed = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, rope_len=16))  # 48 > 16: computed
+    assert tabled.rope_cos.shape == (64, 8) and "rope_cos" not in tabled.state_dict()
+    torch.testing.assert_close(tabled(idx), computed(idx), rtol=0, atol=0)
+
+
 @pytest.mark.slow
 def test_train_with_sus_loss_falls():
     torch.manual_seed(0)
