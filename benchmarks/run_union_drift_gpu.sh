@@ -1,5 +1,5 @@
 #!/bin/bash
-# For the next device call (written in stop 15, not yet run): why GPT-124M at 8k with c=32 stepped
+# Stop 16, call 1 (written in stop 15; run with the GPT's rotary tables of stop 16): why GPT-124M at 8k with c=32 stepped
 # at ~29 ms for its first ~10 timed steps and at 35-37.5 ms after (h200_stop15_4_e2e_gpt.md), while
 # c=8 and inductor held steady. Two candidates, both recorded here:
 #  - the unions grow as the model learns (CPU: 2.5-3.6x over 40 steps at c=32,
