@@ -399,7 +399,7 @@ def make_md(R):
     o = ["# End-to-end GPT training step: backend=\"sus\" vs backend=\"inductor\"", ""]
     o.append(f"{m['device_name']}, torch {m['torch']}, triton {m['triton']}, CUDA {m['cuda']}; model "
              f"{m['params_m']:.1f}M params ({m['model']}); data: {m['data']}; bf16 autocast, fp32 AdamW, batch 1; "
-             f"{m['time']}")
+             f"{m['time']}" + (f"; SUS kernel overrides {m['kernel_cfg']}" if m.get("kernel_cfg") else ""))
     o.append("")
     o.append("## Step time (forward + backward + clip + AdamW, synchronized, median) and peak memory")
     o.append("")
@@ -598,6 +598,9 @@ def main(argv=None):
     ap.add_argument("--union-stats", action="store_true",
                     help="sus: one untimed step inside sus_fx.stats() before and after the timed steps "
                          "(union sizes per row block; compiles a second variant)")
+    ap.add_argument("--kernel-cfg", default="",
+                    help="K=V[,K=V...]: overrides of the SUS kernels' config for every sus run (sus_bwd._OVERRIDE), "
+                         "e.g. U_cap=4096 (union slots per row block)")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--width", type=int, default=None)
@@ -620,6 +623,10 @@ def main(argv=None):
     prof_lengths = ([max(lengths)] if args.profile_lengths is None else
                     [int(x) for x in args.profile_lengths.split(",") if int(x) > 0])
     cs = [float(x) for x in args.c.split(",") if x]
+    kernel_cfg = {k: int(v) for k, v in (kv.split("=") for kv in args.kernel_cfg.split(",") if kv)}
+    if kernel_cfg:
+        from sus_fx.kernels import sus_bwd
+        sus_bwd._OVERRIDE.update(kernel_cfg)
     device = torch.device(args.device)
     budget = args.budget_s if args.budget_s is not None else (345.0 if device.type == "cuda" else 1e9)
     cfg = GPTConfig(vocab_size=d(args.vocab, 50304, 256), n_layer=d(args.layers, 12, 2), n_head=d(args.heads, 12, 2),
@@ -650,7 +657,7 @@ def main(argv=None):
         config=dict(vars(cfg)), params_m=n_params / 1e6, data=data_desc,
         training="fp32 params, autocast bf16, AdamW(0.9,0.95, wd 0.1, fused on CUDA), clip 1.0, "
                  f"lr {args.lr} warm-up {args.lr_warmup} steps then constant, batch 1",
-        lengths=lengths, c=cs, timed_steps=args.steps, warmup_steps=args.warmup, loss_steps=loss_steps,
+        lengths=lengths, c=cs, kernel_cfg=kernel_cfg, timed_steps=args.steps, warmup_steps=args.warmup, loss_steps=loss_steps,
         exact_orders=args.exact_orders, sus_orders=args.sus_orders, eval_every=args.eval_every,
         eval_windows=args.eval_windows, budget_s=budget, tiny=tiny, parts_s=parts),
         configs=[], loss={})
