@@ -269,8 +269,10 @@ class SusBackend:
             _emit(report, settings.report, gm)
 
         patches = settings.inductor_patches()
-        if record.error is not None or not record.sites or backup is None:
+        if record.error is not None or not record.sites:
             return _compile_fx(gm, example_inputs, patches)
+        if backup is None:  # strict: no fallback graph, a failure is raised
+            return _compile_rewritten(gm, example_inputs, patches)
         try:
             return _compile_rewritten(gm, example_inputs, patches)
         except Exception as e:

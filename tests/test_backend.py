@@ -447,9 +447,12 @@ def test_entry_point_in_fresh_interpreter(tmp_path):
     assert "1 attention site rewritten" in proc.stderr, proc.stderr
 
 
-def test_stats_variant_compiled_on_demand(monkeypatch):
+@pytest.mark.parametrize("strict", [False, True])
+def test_stats_variant_compiled_on_demand(monkeypatch, strict):
     """On CUDA a compiled graph's backward is specialized on sus_fx.stats() being active; a call in
-    the other state compiles that variant once. The mechanism is device-independent; force it on CPU."""
+    the other state compiles that variant once. The mechanism is device-independent; force it on CPU.
+    strict=True too: until stop 16 it compiled one variant only, so stats() saw no compiled CUDA
+    backward (benchmarks/e2e_gpt.py --union-stats, H200)."""
     import sus_fx.backend as backend_mod
     monkeypatch.setattr(backend_mod, "_needs_stats_variant", lambda example_inputs: True)
     compiles = []
@@ -464,7 +467,7 @@ def test_stats_variant_compiled_on_demand(monkeypatch):
     torch.manual_seed(0)
     model = Toy()
     x = torch.randn(2, 8, 16)
-    step = torch.compile(model, backend=make_backend(c=2))
+    step = torch.compile(model, backend=make_backend(c=2, strict=strict))
     step(x).sum().backward()           # compiled outside stats(): variant False
     with sus_fx.stats() as rec:
         step(x).sum().backward()       # variant True, compiled now
