@@ -137,6 +137,7 @@ class Trainer:
         self.opt = None
 
     def reset(self, init_sd):
+        self.init_sd = init_sd
         self.model.load_state_dict(init_sd)
         kw = dict(lr=self.args.lr, betas=(0.9, 0.95), weight_decay=0.1)
         if self.device.type == "cuda":
@@ -259,6 +260,28 @@ def union_step(tr, tokens, T, idx, device):
     return rec.summary()
 
 
+def union_trace(tr, tokens, T, args, device):
+    """The timed run's steps again from the initial weights (the same batches and learning rates;
+    other samples), each inside sus_fx.stats(): per step, the unions per row block and the step
+    time with the recording's host syncs. Set against the timed step times, it says whether a slow
+    stretch of steps is one of large unions or of blocks over the capacity."""
+    tr.reset(tr.init_sd)
+    out = []
+    plan = [(0, 0)] + [(1 + i, 1 + i) for i in range(args.warmup)] + [(100 + i, 100 + i) for i in range(args.steps)]
+    for batch_idx, step_idx in plan:
+        x, y = batch(tokens, T, 99, batch_idx, device)
+        sync(device)
+        t0 = time.perf_counter()
+        with sus_fx.stats() as rec:
+            tr.step(x, y, step_idx)
+            sync(device)
+        s = rec.summary()
+        out.append(dict(step=step_idx, ms=(time.perf_counter() - t0) * 1e3,
+                        union_mean=s.get("union_per_block_mean", 0.0), union_max=s.get("union_per_block_max", 0.0),
+                        over=s.get("fraction_blocks_over_capacity", 0.0), kept_mean=s["kept_per_row_mean"]))
+    return out
+
+
 def time_config(tr, tokens, T, args, device, res):
     """Compile (first step), warm-up, timed steps; fills res."""
     c0 = compile_counters()
@@ -300,6 +323,8 @@ def time_config(tr, tokens, T, args, device, res):
         # host syncs, so it is not timed): the unions after the timed steps, against those of the
         # warm-up recorded below
         res["union_after"] = union_step(tr, tokens, T, 100 + args.steps, device)
+    if args.union_trace and res["backend"] == "sus":
+        res["union_trace"] = union_trace(tr, tokens, T, args, device)
     log(f"  step {res['step_ms']:.2f} ms (p10 {q[0]:.2f}, p90 {q[-1]:.2f})"
         + (f", peak {res['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in res else ""))
 
@@ -394,6 +419,27 @@ def fmt(v, f="{:.3f}", none="-"):
     return f.format(v)
 
 
+def union_trace_md(R):
+    """--union-trace: per timed step, its time in the timed run next to the traced replay's unions."""
+    o = []
+    for r in R["configs"]:
+        tr = r.get("union_trace")
+        if not tr:
+            continue
+        timed = r.get("step_ms_all", [])
+        o += ["", f"## Union trace, T={r['T']}, sus c={r['c']:g}: the timed steps replayed inside sus_fx.stats()", "",
+              "Timed ms: the timed run's step. Traced: the replay (other samples, host syncs of the recording). "
+              "Union: columns per 128-row block, mean and max over the step's 12 layers; over: blocks above the "
+              "capacity (all-columns path).", "",
+              "| step | timed ms | traced ms | union mean | union max | over % | kept/row |", "|---|---|---|---|---|---|---|"]
+        for e in tr:
+            i = e["step"] - 100
+            t = f"{timed[i]:.1f}" if 0 <= i < len(timed) else "-"
+            o.append(f"| {e['step']} | {t} | {e['ms']:.1f} | {e['union_mean']:.0f} | {e['union_max']:.0f} | "
+                     f"{100 * e['over']:.2f} | {e['kept_mean']:.1f} |")
+    return o
+
+
 def make_md(R):
     m = R["meta"]
     o = ["# End-to-end GPT training step: backend=\"sus\" vs backend=\"inductor\"", ""]
@@ -425,6 +471,7 @@ def make_md(R):
     o.append("")
     o.append("Model TFLOP/s counts the dense causal attention FLOPs for both backends (same work, shorter time = "
              "higher number). Compile s = first step minus the median step (Dynamo + Inductor, forward and backward).")
+    o += union_trace_md(R)
     for T, L in sorted(R["loss"].items(), key=lambda t: int(t[0])):
         o.append("")
         o.append(f"## Loss curves, T={T}: {L.get('steps', '-')} steps per run"
@@ -598,6 +645,9 @@ def main(argv=None):
     ap.add_argument("--union-stats", action="store_true",
                     help="sus: one untimed step inside sus_fx.stats() before and after the timed steps "
                          "(union sizes per row block; compiles a second variant)")
+    ap.add_argument("--union-trace", action="store_true",
+                    help="sus: after the timed steps, the same steps again from the initial weights, each inside "
+                         "sus_fx.stats() (unions per block per step, in the JSON; compiles a second variant)")
     ap.add_argument("--kernel-cfg", default="",
                     help="K=V[,K=V...]: overrides of the SUS kernels' config for every sus run (sus_bwd._OVERRIDE), "
                          "e.g. U_cap=4096 (union slots per row block)")

@@ -326,8 +326,8 @@ def test_stats_kept_per_row():
     r = rec.records[-1]
     assert 8.0 < r.kept_per_row_mean <= 16.0 + 0.5
     assert r.fraction_cut > 0.9
-    # unions of 128-row blocks on random inputs: ~ 8.7 c (H200), none over the capacity (64 c)
-    assert r.blocks == 4 * 2048 // 128 and r.capacity == 1024
+    # unions of 128-row blocks on random inputs: ~ 8.7 c (H200), none over the capacity (128 c)
+    assert r.blocks == 4 * 2048 // 128 and r.capacity == 2048
     assert 16.0 <= r.union_per_block_mean <= 16 * 16.0 and r.blocks_over_capacity == 0
 
 

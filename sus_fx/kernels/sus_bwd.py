@@ -479,15 +479,20 @@ _DEBUG: dict = {}
 
 
 def union_capacity(c: float, Lk, BM: int) -> int:
-    """Union slots per block. The union is the columns any of the BM rows keeps: at least the
-    largest per-row count (<= c in expectation), at most BM * c. Near-uniform attention gives ~ 8.7 c
-    (max ~ 10 c) with BM = 128; peaky attention whose rows peak on different keys gives much more
-    (q scaled by 2 / by 3 on random inputs, head dim 64, 16k: mean 31 c / 46 c, max 38 c / 59 c).
-    64 c holds those: at 16 c, 96% of their blocks overflowed, and a block beyond the capacity takes
-    the all-columns path (H200: backward 7.7 ms against 1.6 / 2.0 ms at 64 c, cuDNN's 2.4). The
-    slots cost 4 bytes each, written only where the union has a column.
+    """Union slots per block: BM * c (at least 64, a power of two), or fewer where Lk is smaller.
+    The union is the columns any of the BM rows keeps: at most the sum of the rows' kept counts,
+    whose mean is <= c per row, so BM * c holds even rows that keep disjoint columns, unless they
+    also draw far above their mean. A block beyond the capacity takes the all-columns path, exact
+    in its decisions but as slow as a dense backward, so the capacity must not be what a training
+    run trips over. It was 64 c until stop 16, and that was overrun:
+      - GPT-124M training at 8k, c = 8 (H200): steps of 37-40 ms among steps of 24-27 ms; with 4096
+        slots the 90th percentile went 37.4 -> 30.6 ms (benchmarks/results/h200_stop16_*);
+      - peaky random rows (q x 3, head dim 64, 16k, c = 8): phase (b) 5.9 ms against 0.34 ms with
+        64-row blocks, whose unions fit.
+    The slots cost 4 bytes each, 4 n c bytes per head (16k, c = 32, 12 heads: 25 MB), written only
+    where the union has a column.
     A symbolic Lk (dynamic shapes) is not read: the capacity must not specialize the graph."""
-    cap = max(64, _pow2(int(math.ceil(64 * c))))
+    cap = max(64, _pow2(int(math.ceil(BM * c))))
     return cap if isinstance(Lk, torch.SymInt) else int(min(_pow2(max(Lk, 1)), cap))
 
 
