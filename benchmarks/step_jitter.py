@@ -1,0 +1,118 @@
+"""Why GPT-124M steps at 8k with backend="sus" jump between ~24 and ~36 ms from one stretch of
+steps to the next while backend="inductor" holds ~30 ms (H200, stop 16: benchmarks/results/
+h200_stop16_*). The unions per block grow over those steps (e2e_gpt.py --union-trace) but stay
+~100 columns, far too few for phase (b) to cost milliseconds. So per step, for each backend:
+
+  wall     synchronized step time (as e2e_gpt.py times it)
+  launch   host time until the step's last launch returned (host-bound where launch ~ wall)
+  kernels  sum of the step's GPU kernel times, by category (torch.profiler, a second run of steps)
+  busy     first kernel start to last kernel end (idle GPU inside the step where busy > kernels)
+
+    python benchmarks/step_jitter.py --T 8192 --c 8 --steps 40 --out results_dir
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_gpt as E  # noqa: E402  (GPT, data, Trainer, classify: the same training step)
+
+
+def timed_steps(tr, tokens, T, n, device, first):
+    rows = []
+    for i in range(n):
+        x, y = E.batch(tokens, T, 99, first + i, device)
+        E.sync(device)
+        t0 = time.perf_counter()
+        tr.step(x, y, first + i)
+        t1 = time.perf_counter()
+        E.sync(device)
+        rows.append(dict(step=first + i, wall=(time.perf_counter() - t0) * 1e3, launch=(t1 - t0) * 1e3))
+    return rows
+
+
+def profiled_steps(tr, tokens, T, n, device, first):
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(n):
+            x, y = E.batch(tokens, T, 99, first + i, device)
+            E.sync(device)
+            with record_function(f"jitter_step_{i}"):
+                tr.step(x, y, first + i)
+                E.sync(device)
+    ev = prof.events()
+    steps = sorted((e for e in ev if e.name.startswith("jitter_step_")), key=lambda e: e.time_range.start)
+    kern = sorted((e for e in ev if e.device_type == DeviceType.CUDA), key=lambda e: e.time_range.start)
+    out = []
+    for si, s in enumerate(steps):
+        lo = s.time_range.start
+        hi = steps[si + 1].time_range.start if si + 1 < len(steps) else float("inf")
+        ks = [k for k in kern if lo <= k.time_range.start < hi]
+        cats = {}
+        for k in ks:
+            c = E.classify(k.name)
+            cats[c] = cats.get(c, 0.0) + k.time_range.elapsed_us() / 1e3
+        out.append(dict(step=first + si, wall_prof=(s.time_range.end - s.time_range.start) / 1e3,
+                        kernels=sum(cats.values()), n_kernels=len(ks),
+                        busy=((max(k.time_range.end for k in ks) - ks[0].time_range.start) / 1e3) if ks else 0.0,
+                        cats=cats))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--T", type=int, default=8192)
+    ap.add_argument("--c", type=float, default=8.0)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--backends", default="inductor,sus")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--tiny", action="store_true", help="2 layers, width 64, on the CPU (smoke test)")
+    a = ap.parse_args()
+    device = torch.device("cpu" if a.tiny else "cuda")
+    torch.set_float32_matmul_precision("high")
+    tokens, desc = E.load_tokens(None)
+    tokens, _ = E.sdata.split(tokens, 0.9)
+    cfg = (E.GPTConfig(vocab_size=256, n_layer=2, n_head=2, n_embd=64) if a.tiny else
+           E.GPTConfig(vocab_size=50304, n_layer=12, n_head=12, n_embd=768))
+    torch.manual_seed(0)
+    model = E.GPT(cfg).to(device)
+    init_sd = {k: v.clone() for k, v in model.state_dict().items()}
+    targs = argparse.Namespace(lr=6e-4, lr_warmup=20)
+    R = dict(meta=dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "CPU", torch=torch.__version__, T=a.T, c=a.c, data=desc))
+    for name in a.backends.split(","):
+        torch._dynamo.reset()
+        compiled, _ = E.make_compiled(model, name, None if name == "inductor" else a.c)
+        tr = E.Trainer(model, compiled, targs, device)
+        tr.reset(init_sd)
+        timed_steps(tr, tokens, a.T, 6, device, 0)  # compile + warm-up
+        timed = timed_steps(tr, tokens, a.T, a.steps, device, 100)
+        prof = profiled_steps(tr, tokens, a.T, a.steps, device, 100 + a.steps)
+        R[name] = dict(timed=timed, profiled=prof)
+        tr.opt = None
+        torch.cuda.empty_cache()
+        w = [r["wall"] for r in timed]
+        print(f"{name}: wall median {statistics.median(w):.1f} ms, min {min(w):.1f}, max {max(w):.1f}; "
+              f"launch median {statistics.median(r['launch'] for r in timed):.1f} ms")
+        print("  timed  wall/launch: " + " ".join(f"{r['wall']:.0f}/{r['launch']:.0f}" for r in timed))
+        print("  profiled wall/kernels/busy/n: " + " ".join(
+            f"{r['wall_prof']:.0f}/{r['kernels']:.1f}/{r['busy']:.1f}/{r['n_kernels']}" for r in prof))
+        cats = sorted({c for r in prof for c in r["cats"]})
+        for c in cats:
+            v = [r["cats"].get(c, 0.0) for r in prof]
+            print(f"  {c:28s} min {min(v):6.2f} median {statistics.median(v):6.2f} max {max(v):6.2f} ms")
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "step_jitter.json"), "w") as f:
+        json.dump(R, f)
+
+
+if __name__ == "__main__":
+    main()
