@@ -25,16 +25,32 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_gpt as E  # noqa: E402  (GPT, data, Trainer, classify: the same training step)
 
 
+def step_marked(tr, x, y, step_idx):
+    """e2e_gpt.Trainer.step, with the host times at which the forward and the backward returned."""
+    for g in tr.opt.param_groups:
+        g["lr"] = E.lr_at(step_idx, tr.args.lr, tr.args.lr_warmup)
+    with torch.autocast(tr.device.type, dtype=torch.bfloat16):
+        loss = tr.compiled(x, y)
+    t_fwd = time.perf_counter()
+    loss.backward()
+    t_bwd = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(tr.model.parameters(), 1.0)
+    tr.opt.step()
+    tr.opt.zero_grad(set_to_none=True)
+    return t_fwd, t_bwd
+
+
 def timed_steps(tr, tokens, T, n, device, first):
     rows = []
     for i in range(n):
         x, y = E.batch(tokens, T, 99, first + i, device)
         E.sync(device)
         t0 = time.perf_counter()
-        tr.step(x, y, first + i)
+        marks = step_marked(tr, x, y, first + i)
         t1 = time.perf_counter()
         E.sync(device)
-        rows.append(dict(step=first + i, wall=(time.perf_counter() - t0) * 1e3, launch=(t1 - t0) * 1e3))
+        rows.append(dict(step=first + i, wall=(time.perf_counter() - t0) * 1e3, launch=(t1 - t0) * 1e3,
+                         fwd=(marks[0] - t0) * 1e3, bwd=(marks[1] - marks[0]) * 1e3, opt=(t1 - marks[1]) * 1e3))
     return rows
 
 
@@ -68,6 +84,28 @@ def profiled_steps(tr, tokens, T, n, device, first):
     return out
 
 
+def host_profile(tr, tokens, T, n, device, first):
+    """cProfile of n steps (each synchronized after the profiler stops timing it is not possible:
+    the sync's wait is in the profile too, as torch.cuda.synchronize)."""
+    import cProfile
+    import io
+    import pstats
+    pr = cProfile.Profile()
+    for i in range(n):
+        x, y = E.batch(tokens, T, 99, first + i, device)
+        E.sync(device)
+        with torch.autograd.set_multithreading_enabled(False):  # the backward on this thread, profiled
+            pr.enable()
+            tr.step(x, y, first + i)
+            pr.disable()
+        E.sync(device)
+    out = io.StringIO()
+    st = pstats.Stats(pr, stream=out)
+    st.sort_stats("tottime").print_stats(25)
+    st.sort_stats("cumulative").print_stats(45)
+    return out.getvalue()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", type=int, default=8192)
@@ -75,6 +113,8 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--backends", default="inductor,sus")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--cprofile", type=int, default=0,
+                    help="then N steps under cProfile: the host functions by own and cumulative time")
     ap.add_argument("--tiny", action="store_true", help="2 layers, width 64, on the CPU (smoke test)")
     a = ap.parse_args()
     device = torch.device("cpu" if a.tiny else "cuda")
@@ -97,14 +137,17 @@ def main():
         timed = timed_steps(tr, tokens, a.T, a.steps, device, 100)
         prof = profiled_steps(tr, tokens, a.T, a.steps, device, 100 + a.steps)
         R[name] = dict(timed=timed, profiled=prof)
+        if a.cprofile:
+            R[name]["cprofile"] = host_profile(tr, tokens, a.T, a.cprofile, device, 200 + a.steps)
+            print(R[name]["cprofile"])
         tr.opt = None
         torch.cuda.empty_cache()
         w = [r["wall"] for r in timed]
         print(f"{name}: wall median {statistics.median(w):.1f} ms, min {min(w):.1f}, max {max(w):.1f}; "
               f"launch median {statistics.median(r['launch'] for r in timed):.1f} ms")
         print("  timed  wall/launch: " + " ".join(f"{r['wall']:.0f}/{r['launch']:.0f}" for r in timed))
-        print("  profiled wall/kernels/busy/n: " + " ".join(
-            f"{r['wall_prof']:.0f}/{r['kernels']:.1f}/{r['busy']:.1f}/{r['n_kernels']}" for r in prof))
+        print("  host launch ms, median: " + ", ".join(
+            f"{k} {statistics.median(r[k] for r in timed):.2f}" for k in ("fwd", "bwd", "opt")))
         cats = sorted({c for r in prof for c in r["cats"]})
         for c in cats:
             v = [r["cats"].get(c, 0.0) for r in prof]
