@@ -13,6 +13,7 @@ h200_stop16_*). The unions per block grow over those steps (e2e_gpt.py --union-t
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -40,8 +41,33 @@ def step_marked(tr, x, y, step_idx):
     return t_fwd, t_bwd
 
 
+class GCClock:
+    """Python's garbage-collector pauses (gc.callbacks): total ms and collections by generation."""
+
+    def __init__(self):
+        self.ms, self.by_gen, self._t = 0.0, [0, 0, 0], None
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif self._t is not None:
+            self.ms += (time.perf_counter() - self._t) * 1e3
+            self.by_gen[info["generation"]] += 1
+            self._t = None
+
+    def take(self):
+        out = dict(gc_ms=self.ms, gc_gen=list(self.by_gen))
+        self.ms, self.by_gen = 0.0, [0, 0, 0]
+        return out
+
+
+GC = GCClock()
+
+
 def timed_steps(tr, tokens, T, n, device, first):
     rows = []
+    GC.take()
     for i in range(n):
         x, y = E.batch(tokens, T, 99, first + i, device)
         E.sync(device)
@@ -50,7 +76,8 @@ def timed_steps(tr, tokens, T, n, device, first):
         t1 = time.perf_counter()
         E.sync(device)
         rows.append(dict(step=first + i, wall=(time.perf_counter() - t0) * 1e3, launch=(t1 - t0) * 1e3,
-                         fwd=(marks[0] - t0) * 1e3, bwd=(marks[1] - marks[0]) * 1e3, opt=(t1 - marks[1]) * 1e3))
+                         fwd=(marks[0] - t0) * 1e3, bwd=(marks[1] - marks[0]) * 1e3, opt=(t1 - marks[1]) * 1e3,
+                         **GC.take()))
     return rows
 
 
@@ -113,6 +140,7 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--backends", default="inductor,sus")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--gc-freeze", action="store_true", help="then the steps again after gc.freeze()")
     ap.add_argument("--cprofile", type=int, default=0,
                     help="then N steps under cProfile: the host functions by own and cumulative time")
     ap.add_argument("--tiny", action="store_true", help="2 layers, width 64, on the CPU (smoke test)")
@@ -135,6 +163,16 @@ def main():
         tr.reset(init_sd)
         timed_steps(tr, tokens, a.T, 6, device, 0)  # compile + warm-up
         timed = timed_steps(tr, tokens, a.T, a.steps, device, 100)
+        if a.gc_freeze:  # the same steps again with every object alive now frozen (out of the GC's scans)
+            gc.collect()
+            gc.freeze()
+            frozen = timed_steps(tr, tokens, a.T, a.steps, device, 100 + a.steps)
+            gc.unfreeze()
+            fw = [r["wall"] for r in frozen]
+            print(f"{name} after gc.freeze(): wall median {statistics.median(fw):.1f} ms, min {min(fw):.1f}, "
+                  f"max {max(fw):.1f}; launch median {statistics.median(r['launch'] for r in frozen):.1f} ms; "
+                  f"GC {sum(r['gc_ms'] for r in frozen) / len(frozen):.2f} ms/step")
+            R.setdefault("frozen", {})[name] = frozen
         prof = profiled_steps(tr, tokens, a.T, a.steps, device, 100 + a.steps)
         R[name] = dict(timed=timed, profiled=prof)
         if a.cprofile:
@@ -146,6 +184,9 @@ def main():
         print(f"{name}: wall median {statistics.median(w):.1f} ms, min {min(w):.1f}, max {max(w):.1f}; "
               f"launch median {statistics.median(r['launch'] for r in timed):.1f} ms")
         print("  timed  wall/launch: " + " ".join(f"{r['wall']:.0f}/{r['launch']:.0f}" for r in timed))
+        print(f"  GC pauses {sum(r['gc_ms'] for r in timed) / len(timed):.2f} ms/step, max "
+              f"{max(r['gc_ms'] for r in timed):.1f}; collections by generation "
+              f"{[sum(r['gc_gen'][g] for r in timed) for g in range(3)]}; gc objects {len(gc.get_objects())}")
         print("  host launch ms, median: " + ", ".join(
             f"{k} {statistics.median(r[k] for r in timed):.2f}" for k in ("fwd", "bwd", "opt")))
         cats = sorted({c for r in prof for c in r["cats"]})
