@@ -145,6 +145,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
 
     def step(self, x, y, step_idx):
+        if self.args.mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last one's outputs may be reused
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step_idx, self.args.lr, self.args.lr_warmup)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
@@ -153,7 +155,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach().clone()  # (a CUDA graph's output is overwritten by its next replay)
 
     @torch.no_grad()
     def evaluate(self, windows):
@@ -243,10 +245,12 @@ def union_note(before, after):
     return f"before the timed steps {one(before)}; after {one(after) if after else '-'}"
 
 
-def make_compiled(model, backend_name, c):
+def make_compiled(model, backend_name, c, mode=None):
+    """torch.compile(model) with backend_name; mode: torch.compile's mode for both backends
+    ("reduce-overhead": CUDA graphs, which take the host's launch time out of the step)."""
     if backend_name == "inductor":
-        return torch.compile(model, backend="inductor", dynamic=False), None
-    be = sus_fx.make_backend(c=c, strict=True, report=False)
+        return torch.compile(model, backend="inductor", dynamic=False, mode=mode), None
+    be = sus_fx.make_backend(c=c, strict=True, report=False, mode=mode)
     be.keep_reports = True
     return torch.compile(model, backend=be, dynamic=False), be
 
@@ -445,7 +449,8 @@ def make_md(R):
     o = ["# End-to-end GPT training step: backend=\"sus\" vs backend=\"inductor\"", ""]
     o.append(f"{m['device_name']}, torch {m['torch']}, triton {m['triton']}, CUDA {m['cuda']}; model "
              f"{m['params_m']:.1f}M params ({m['model']}); data: {m['data']}; bf16 autocast, fp32 AdamW, batch 1; "
-             f"{m['time']}" + (f"; SUS kernel overrides {m['kernel_cfg']}" if m.get("kernel_cfg") else ""))
+             f"{m['time']}" + (f"; SUS kernel overrides {m['kernel_cfg']}" if m.get("kernel_cfg") else "")
+             + (f"; torch.compile mode={m['mode']} for both backends" if m.get("mode") else ""))
     o.append("")
     o.append("## Step time (forward + backward + clip + AdamW, synchronized, median) and peak memory")
     o.append("")
@@ -648,6 +653,9 @@ def main(argv=None):
     ap.add_argument("--union-trace", action="store_true",
                     help="sus: after the timed steps, the same steps again from the initial weights, each inside "
                          "sus_fx.stats() (unions per block per step, in the JSON; compiles a second variant)")
+    ap.add_argument("--mode", default=None,
+                    help="torch.compile mode for both backends, e.g. reduce-overhead (CUDA graphs: no host launch "
+                         "time in the step; at 8k the sus step is host bound without them, benchmarks/step_jitter.py)")
     ap.add_argument("--kernel-cfg", default="",
                     help="K=V[,K=V...]: overrides of the SUS kernels' config for every sus run (sus_bwd._OVERRIDE), "
                          "e.g. U_cap=4096 (union slots per row block)")
@@ -707,7 +715,7 @@ def main(argv=None):
         config=dict(vars(cfg)), params_m=n_params / 1e6, data=data_desc,
         training="fp32 params, autocast bf16, AdamW(0.9,0.95, wd 0.1, fused on CUDA), clip 1.0, "
                  f"lr {args.lr} warm-up {args.lr_warmup} steps then constant, batch 1",
-        lengths=lengths, c=cs, kernel_cfg=kernel_cfg, timed_steps=args.steps, warmup_steps=args.warmup, loss_steps=loss_steps,
+        lengths=lengths, c=cs, kernel_cfg=kernel_cfg, mode=args.mode, timed_steps=args.steps, warmup_steps=args.warmup, loss_steps=loss_steps,
         exact_orders=args.exact_orders, sus_orders=args.sus_orders, eval_every=args.eval_every,
         eval_windows=args.eval_windows, budget_s=budget, tiny=tiny, parts_s=parts),
         configs=[], loss={})
@@ -727,7 +735,7 @@ def main(argv=None):
             log(f"T={T} {backend_name}{'' if c is None else f' c={c:g}'}: compile + {args.steps} timed steps")
             tp = time.time()
             try:
-                compiled, be = make_compiled(model, backend_name, c)
+                compiled, be = make_compiled(model, backend_name, c, args.mode)
                 tr = Trainer(model, compiled, args, device)
                 tr.reset(init_sd)
                 time_config(tr, train_tok, T, args, device, res)

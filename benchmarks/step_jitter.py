@@ -28,6 +28,8 @@ import e2e_gpt as E  # noqa: E402  (GPT, data, Trainer, classify: the same train
 
 def step_marked(tr, x, y, step_idx):
     """e2e_gpt.Trainer.step, with the host times at which the forward and the backward returned."""
+    if tr.args.mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
     for g in tr.opt.param_groups:
         g["lr"] = E.lr_at(step_idx, tr.args.lr, tr.args.lr_warmup)
     with torch.autocast(tr.device.type, dtype=torch.bfloat16):
@@ -144,6 +146,7 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--backends", default="inductor,sus")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--mode", default=None, help="torch.compile mode for both backends (reduce-overhead: CUDA graphs)")
     ap.add_argument("--gc-freeze", action="store_true", help="then the steps again after gc.freeze()")
     ap.add_argument("--cprofile", type=int, default=0,
                     help="then N steps under cProfile: the host functions by own and cumulative time")
@@ -158,11 +161,11 @@ def main():
     torch.manual_seed(0)
     model = E.GPT(cfg).to(device)
     init_sd = {k: v.clone() for k, v in model.state_dict().items()}
-    targs = argparse.Namespace(lr=6e-4, lr_warmup=20)
+    targs = argparse.Namespace(lr=6e-4, lr_warmup=20, mode=a.mode)
     R = dict(meta=dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "CPU", torch=torch.__version__, T=a.T, c=a.c, data=desc))
     for name in a.backends.split(","):
         torch._dynamo.reset()
-        compiled, _ = E.make_compiled(model, name, None if name == "inductor" else a.c)
+        compiled, _ = E.make_compiled(model, name, None if name == "inductor" else a.c, a.mode)
         tr = E.Trainer(model, compiled, targs, device)
         tr.reset(init_sd)
         timed_steps(tr, tokens, a.T, 6, device, 0)  # compile + warm-up

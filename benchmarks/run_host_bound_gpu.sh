@@ -1,0 +1,20 @@
+#!/bin/bash
+# For the next device call (written in stop 16, not yet run). Stop 16 found GPT-124M's sus step at 8k
+# host bound on the H200 machines: the host took 25-36 ms to launch a step whose GPU work is ~22-24 ms
+# (inductor: 14-22 ms of host time, GPU bound at 29.6 ms), and the step time followed the host's
+# speed from one machine, and one stretch of steps, to the next (benchmarks/results/h200_stop16_4..6).
+# CUDA graphs take the host out: both backends with mode="reduce-overhead", at 8k and 16k, and
+# step_jitter.py under it (launch should fall far below wall).
+#   OUT=/tmp/o bash benchmarks/run_host_bound_gpu.sh
+set -u
+cd "$(dirname "$0")/.."
+. benchmarks/gpu_run_setup.sh host_bound
+timeout 200 python3 benchmarks/step_jitter.py --T 8192 --c 8 --steps 20 --mode reduce-overhead --out "$D/jitter" \
+  > "$D/jitter.log" 2>&1
+stamp "jitter rc=$?"
+grep -E "wall median|host launch" "$D/jitter.log"
+timeout 330 python3 benchmarks/e2e_gpt.py --out "$D/e2e" --lengths 8192,16384 --c 8,32 --mode reduce-overhead \
+  --loss-steps 100,50 --profile-lengths 0 --budget-s 320 > "$D/e2e.log" 2>&1
+stamp "e2e rc=$?"
+e2e_summary
+pack host_bound
