@@ -376,3 +376,15 @@ def test_block_keys_kernel_matches_block_key(K):
         _inline[(BH,)](want, (12345678901 + seed) if seed_ptr else seed, n_rb, N=1)
         assert torch.equal(keys, want)
         assert len(set(keys.tolist())) == BH * n_rb
+
+
+def test_union_capacity_is_rows_times_c(K):
+    """BM * c slots per block (a power of two, at least 64), fewer only where Lk is smaller: a
+    block's union is at most the sum of its rows' kept counts, whose mean is <= c per row. 64 c
+    (until stop 16) was overrun in GPT training at c = 8 (H200)."""
+    assert K.union_capacity(8.0, 8192, 128) == 1024
+    assert K.union_capacity(32.0, 16384, 128) == 4096
+    assert K.union_capacity(32.0, 2048, 128) == 2048  # the keys bound it
+    assert K.union_capacity(6.0, 8192, 128) == 1024  # 768 -> the next power of two
+    assert K.union_capacity(8.0, 8192, 64) == 512
+    assert K.union_capacity(0.25, 8192, 128) == 64
