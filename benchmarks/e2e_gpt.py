@@ -688,7 +688,7 @@ def main(argv=None):
     device = torch.device(args.device)
     budget = args.budget_s if args.budget_s is not None else (345.0 if device.type == "cuda" else 1e9)
     cfg = GPTConfig(vocab_size=d(args.vocab, 50304, 256), n_layer=d(args.layers, 12, 2), n_head=d(args.heads, 12, 2),
-                    n_embd=d(args.width, 768, 64))
+                    n_embd=d(args.width, 768, 64), rope_len=max(GPTConfig.rope_len, max(lengths)))
     torch.set_float32_matmul_precision("high")
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)

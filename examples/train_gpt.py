@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("--corpus", choices=["kjv", "stdlib"], default="kjv")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    cfg = GPTConfig(n_layer=a.layers, n_head=a.heads, n_embd=a.embd)
+    cfg = GPTConfig(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, rope_len=max(GPTConfig.rope_len, a.context))
     train, val = sdata.split(sdata.byte_tokens(corpus_text(a.corpus)), 0.9)
     common = dict(cfg=cfg, init_seed=a.init_seed, steps=a.steps, context=a.context, batch_size=a.batch_size,
                   lr=a.lr, warmup=a.warmup, device=a.device, train=train, val=val, eval_every=a.eval_every,
