@@ -144,18 +144,26 @@ class Trainer:
             kw["fused"] = True
         self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
 
-    def step(self, x, y, step_idx):
-        if self.args.mode == "reduce-overhead":
+    def step(self, x, y, step_idx, marks=None):
+        """One training step; returns the loss. marks: a list that gets the host times
+        (perf_counter) at which the forward and the backward returned (benchmarks/step_jitter.py)."""
+        graphs = self.args.mode == "reduce-overhead"
+        if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last one's outputs may be reused
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step_idx, self.args.lr, self.args.lr_warmup)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
             loss = self.compiled(x, y)
+        if marks is not None:
+            marks.append(time.perf_counter())
         loss.backward()
+        if marks is not None:
+            marks.append(time.perf_counter())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.detach().clone()  # (a CUDA graph's output is overwritten by its next replay)
+        # (a CUDA graph's output is overwritten by its next replay)
+        return loss.detach().clone() if graphs else loss.detach()
 
     @torch.no_grad()
     def evaluate(self, windows):
@@ -271,16 +279,11 @@ def union_trace(tr, tokens, T, args, device):
     stretch of steps is one of large unions or of blocks over the capacity."""
     tr.reset(tr.init_sd)
     out = []
-    plan = [(0, 0)] + [(1 + i, 1 + i) for i in range(args.warmup)] + [(100 + i, 100 + i) for i in range(args.steps)]
-    for batch_idx, step_idx in plan:
-        x, y = batch(tokens, T, 99, batch_idx, device)
+    for idx in [0] + [1 + i for i in range(args.warmup)] + [100 + i for i in range(args.steps)]:
         sync(device)
         t0 = time.perf_counter()
-        with sus_fx.stats() as rec:
-            tr.step(x, y, step_idx)
-            sync(device)
-        s = rec.summary()
-        out.append(dict(step=step_idx, ms=(time.perf_counter() - t0) * 1e3,
+        s = union_step(tr, tokens, T, idx, device)
+        out.append(dict(step=idx, ms=(time.perf_counter() - t0) * 1e3,
                         union_mean=s.get("union_per_block_mean", 0.0), union_max=s.get("union_per_block_max", 0.0),
                         over=s.get("fraction_blocks_over_capacity", 0.0), kept_mean=s["kept_per_row_mean"]))
     return out

@@ -26,23 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_gpt as E  # noqa: E402  (GPT, data, Trainer, classify: the same training step)
 
 
-def step_marked(tr, x, y, step_idx):
-    """e2e_gpt.Trainer.step, with the host times at which the forward and the backward returned."""
-    if tr.args.mode == "reduce-overhead":
-        torch.compiler.cudagraph_mark_step_begin()
-    for g in tr.opt.param_groups:
-        g["lr"] = E.lr_at(step_idx, tr.args.lr, tr.args.lr_warmup)
-    with torch.autocast(tr.device.type, dtype=torch.bfloat16):
-        loss = tr.compiled(x, y)
-    t_fwd = time.perf_counter()
-    loss.backward()
-    t_bwd = time.perf_counter()
-    torch.nn.utils.clip_grad_norm_(tr.model.parameters(), 1.0)
-    tr.opt.step()
-    tr.opt.zero_grad(set_to_none=True)
-    return t_fwd, t_bwd
-
-
 class GCClock:
     """Python's garbage-collector pauses (gc.callbacks): total ms and collections by generation."""
 
@@ -74,7 +57,8 @@ def timed_steps(tr, tokens, T, n, device, first):
         x, y = E.batch(tokens, T, 99, first + i, device)
         E.sync(device)
         t0 = time.perf_counter()
-        marks = step_marked(tr, x, y, first + i)
+        marks = []
+        tr.step(x, y, first + i, marks)
         t1 = time.perf_counter()
         E.sync(device)
         rows.append(dict(step=first + i, wall=(time.perf_counter() - t0) * 1e3, launch=(t1 - t0) * 1e3,
@@ -118,8 +102,8 @@ def profiled_steps(tr, tokens, T, n, device, first):
 
 
 def host_profile(tr, tokens, T, n, device, first):
-    """cProfile of n steps (each synchronized after the profiler stops timing it is not possible:
-    the sync's wait is in the profile too, as torch.cuda.synchronize)."""
+    """cProfile of n steps: the host's own work only (each step is synchronized outside the
+    profiled span), with the backward on this thread so that its Python is profiled too."""
     import cProfile
     import io
     import pstats
