@@ -191,14 +191,29 @@ def _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale):
     return out.contiguous(), lse.contiguous(), seed
 
 
-@torch.library.custom_op("sus::attention_forward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+# The inner ops are defined with torch.library's low-level API (define + impl + register_fake),
+# not torch.library.custom_op: a compiled graph calls them once per layer per step, and custom_op's
+# wrappers (a dynamo-disable frame and an aliasing check around every call) cost ~25 us per call on
+# a fast CPU against ~7 us for a plain impl (torch 2.13; ~10x that on the H200 machines' hosts,
+# where GPT-124M's 8k step was bound by host time: notes/KERNELS.md, stop 16). The impls return
+# fresh tensors only, which is what custom_op's aliasing check would have enforced.
+_lib.define(
+    "attention_forward(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, "
+    "bool is_causal, float scale, float c) -> (Tensor, Tensor, Tensor)",
+    tags=(torch.Tag.nondeterministic_seeded,))
+
+
 def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
                       is_causal: bool, scale: float, c: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Exact attention on canonical 4-D inputs. Returns (out, lse, seeds [dropout, sampling])."""
+    """sus::attention_forward: exact attention on canonical 4-D inputs -> (out, lse, seeds [dropout,
+    sampling])."""
     return _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale)
 
 
-@attention_forward.register_fake
+_lib.impl("attention_forward", attention_forward, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("sus::attention_forward", lib=_lib)
 def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
     B, H, Lq, _ = query.shape
     out = query.new_empty((B, H, Lq, value.shape[-1]))
@@ -229,17 +244,26 @@ def _backward_impl(grad_out, query, key, value, attn_mask, out, lse, seed, dropo
     return dq.contiguous(), dk.contiguous(), dv.contiguous(), dmask
 
 
-@torch.library.custom_op("sus::attention_backward", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+_lib.define(
+    "attention_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor? attn_mask, Tensor out, "
+    "Tensor lse, Tensor seed, float dropout_p, bool is_causal, float scale, float c, bool mask_grad, "
+    "int seed_offset=0) -> (Tensor, Tensor, Tensor, Tensor)",
+    tags=(torch.Tag.nondeterministic_seeded,))
+
+
 def attention_backward(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor],
                        out: Tensor, lse: Tensor, seed: Tensor, dropout_p: float, is_causal: bool, scale: float,
                        c: float, mask_grad: bool, seed_offset: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """SUS backward. Returns (dq, dk, dv, dmask); dmask is empty unless mask_grad.
-    The sampling seed is seed[1] + seed_offset (seed[1] already holds the rank's offset)."""
+    """sus::attention_backward: the SUS backward -> (dq, dk, dv, dmask); dmask is empty unless
+    mask_grad. The sampling seed is seed[1] + seed_offset (seed[1] already holds the rank's offset)."""
     return _backward_impl(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c,
                           mask_grad, seed_offset)
 
 
-@attention_backward.register_fake
+_lib.impl("attention_backward", attention_backward, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("sus::attention_backward", lib=_lib)
 def _(grad_out, query, key, value, attn_mask, out, lse, seed, dropout_p, is_causal, scale, c, mask_grad,
       seed_offset=0):
     dmask = attn_mask.new_empty(attn_mask.shape) if (mask_grad and attn_mask is not None) else query.new_empty((0,))
@@ -305,7 +329,7 @@ def _backward(ctx, grad_out, grad_lse, grad_seed):
     return dq, dk, dv, (dmask if ctx.mask_grad else None), None, None, None, None
 
 
-torch.library.register_autograd("sus::attention_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("sus::attention_forward", _backward, setup_context=_setup_context, lib=_lib)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ which every warp retired (wgmma.wait_group 1) in iteration t-1, before the barri
 
 Scope (sus_bwd.sus_backward falls back to the Triton kernel otherwise): an sm_90 GPU, fp16/bf16,
 head dim 64 or 128, no attention mask (causal or not), Lk <= 65536 (a key tensor TMA cannot read,
-a base or stride not 16-byte aligned, is copied first). It runs as the opaque custom op sus::union_sm90: Inductor
+a base or stride not 16-byte aligned, is copied first). It runs as the opaque op sus::union_sm90: Inductor
 cannot trace Gluon. Gluon's API moves between Triton releases: sus_bwd._sm90_union takes this
 module only with the Triton versions it was checked with (sus_bwd.GLUON_TRITON). The per-block
 random key is an input (KEYS, from sus_bwd._block_keys_kernel):
@@ -455,11 +455,19 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
     return cols, cnt, zk, zv
 
 
-# An opaque custom op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits
-# the source as @triton.jit), so inside the traced backward (kernels/triton_op.py) this is one node.
-union_sm90 = torch.library.custom_op("sus::union_sm90", union_sm90_impl, mutates_args=())
+# An opaque op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits the
+# source as @triton.jit), so inside the traced backward (kernels/triton_op.py) this is one node,
+# called from Inductor's generated code every backward. Defined with the low-level API for the host
+# time, as sus::attention_forward is (sus_fx/ops.py says why).
+_lib = torch.library.Library("sus", "FRAGMENT")
+_lib.define(
+    "union_sm90(Tensor q, Tensor k, Tensor lse, Tensor keys, Tensor k1, int U_cap, int z_rows, float a, "
+    "float gamma, float log2c, bool causal, bool zero, int Dv, int NB, bool fold=False) "
+    "-> (Tensor, Tensor, Tensor, Tensor)")
+_lib.impl("union_sm90", union_sm90_impl, "CUDA")
+union_sm90 = torch.ops.sus.union_sm90.default
 
 
-@union_sm90.register_fake
+@torch.library.register_fake("sus::union_sm90", lib=_lib)
 def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False):
     return _new_outputs(q, k, U_cap, zero, Dv)
