@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
-from . import inductor_guard
+from . import inductor_guard, post_grad
 from .inspection import Report, SusFallbackWarning, rewrite_graph
 from .policy import Policy, PolicyLike, parse_c
 
@@ -56,8 +56,10 @@ log = logging.getLogger("sus_fx")
 SUS_OPTIONS = ("c", "policy", "report", "strict")
 
 # Inductor settings the sus backend always applies within its own compile (see the module doc).
+# The post-grad pass: compiled graphs call the forward op without its autograd layer (post_grad.py).
 INDUCTOR_PATCHES: Dict[str, Any] = {"joint_custom_pre_pass": inductor_guard.HIDE,
-                                    "joint_custom_post_pass": inductor_guard.RESTORE}
+                                    "joint_custom_post_pass": inductor_guard.RESTORE,
+                                    "post_grad_custom_post_pass": post_grad.ForwardWithoutAutograd()}
 
 ReportTarget = Union[bool, Callable[[Report], Any]]
 
@@ -125,12 +127,17 @@ class _Settings:
 
     def inductor_patches(self) -> Dict[str, Any]:
         patches = dict(self.inductor)
+        # a post-grad pass set by the user (option or Inductor config) is chained, not replaced
+        from torch._inductor import config as inductor_config
+        user_post_grad = patches.pop("post_grad_custom_post_pass", inductor_config.post_grad_custom_post_pass)
         for key, value in INDUCTOR_PATCHES.items():
             if key in patches and patches[key] != value:
                 warnings.warn(f"sus backend: ignoring Inductor setting {key}={patches[key]!r}: the sus backend sets "
                               f"{key}={value!r} so that Inductor's own attention patterns cannot fire "
                               "(pytorch issue 196468)", stacklevel=3)
             patches[key] = value
+        if user_post_grad is not None:  # runs after ours
+            patches["post_grad_custom_post_pass"] = post_grad.ForwardWithoutAutograd(then=user_post_grad)
         return patches
 
 

@@ -212,13 +212,24 @@ def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Opti
 
 _lib.impl("attention_forward", attention_forward, "CompositeExplicitAutograd")
 
+# The same op without an autograd formula: what compiled graphs call (sus_fx/post_grad.py swaps it
+# in after AOTAutograd's partition, where the formula's Python dispatch layer only costs host time).
+_lib.define(
+    "attention_forward_graph(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, "
+    "bool is_causal, float scale, float c) -> (Tensor, Tensor, Tensor)",
+    tags=(torch.Tag.nondeterministic_seeded,))
+_lib.impl("attention_forward_graph", attention_forward, "CompositeExplicitAutograd")
 
-@torch.library.register_fake("sus::attention_forward", lib=_lib)
-def _(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
+
+def _forward_fake(query, key, value, attn_mask, dropout_p, is_causal, scale, c):
     B, H, Lq, _ = query.shape
     out = query.new_empty((B, H, Lq, value.shape[-1]))
     lse = query.new_empty((B, H, Lq), dtype=reference.accumulation_dtype(query.dtype))
     return out, lse, query.new_empty((2,), dtype=torch.int64)
+
+
+torch.library.register_fake("sus::attention_forward", _forward_fake, lib=_lib)
+torch.library.register_fake("sus::attention_forward_graph", _forward_fake, lib=_lib)
 
 
 # ----------------------------------------------------------------------------------------------

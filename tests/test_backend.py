@@ -120,7 +120,12 @@ def test_train_exact_grads_equal_eager(no_compile_cache):
     be = make_backend(c="exact")
     torch._dynamo.reset()
     fused_before = fuse_attention_count()
-    out = torch.compile(model, backend=be)(x)
+    from torch._inductor.utils import run_and_get_code
+    out, codes = run_and_get_code(torch.compile(model, backend=be), x)
+    # the compiled forward calls the forward op without its autograd layer (sus_fx/post_grad.py);
+    # the gradients below still come from attention_forward's formula
+    assert any("torch.ops.sus.attention_forward_graph.default" in c for c in codes)
+    assert not any("torch.ops.sus.attention_forward.default" in c for c in codes)
     out.square().mean().backward()
     ref_out = ref(x)
     ref_out.square().mean().backward()
@@ -135,6 +140,7 @@ def test_train_exact_grads_equal_eager(no_compile_cache):
     assert fuse_attention_count() == fused_before  # Inductor's own attention patterns stayed off
     import torch._inductor.config as inductor_config
     assert inductor_config.joint_custom_pre_pass is None  # our settings were scoped to our compile
+    assert inductor_config.post_grad_custom_post_pass is None
     from sus_fx import inductor_guard
     assert inductor_guard.hide() > 0  # ...and the fused-attention patterns are back for other compiles
     inductor_guard.restore()
@@ -496,3 +502,43 @@ def test_backend_registers_the_opaque_kernel_op_before_compiled_graphs_run():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_post_grad_pass_swaps_the_forward_op_and_chains_the_users_pass(monkeypatch):
+    """The backend's post-grad pass points sus::attention_forward calls at attention_forward_graph
+    (the same impl without autograd), then runs a post-grad pass the user set, whose uuid joins
+    ours in Inductor's cache key (a pass without one makes the compile uncacheable, as in Inductor)."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    from sus_fx.post_grad import ForwardWithoutAutograd
+
+    class UserPass(CustomGraphPass):
+        seen = []
+
+        def __call__(self, graph):
+            self.seen.append([n.target for n in graph.nodes if n.op == "call_function"])
+
+        def uuid(self):
+            return "user v1"
+
+    calls = []
+    monkeypatch.setattr(sus_backend_mod, "_compile_fx", fake_compile(calls))
+    user = UserPass()
+    torch._dynamo.reset()
+    torch.compile(Attn(), backend=make_backend(options={"post_grad_custom_post_pass": user}))(torch.randn(1, 4, 16))
+    ours = calls[-1][1]["post_grad_custom_post_pass"]
+    assert isinstance(ours, ForwardWithoutAutograd) and ours.then is user
+    assert ours.uuid() == (INDUCTOR_PATCHES["post_grad_custom_post_pass"].uuid(), "user v1")
+    assert ForwardWithoutAutograd(then=lambda g: None).uuid() is None
+
+    def fwd(q, k, v):
+        return torch.ops.sus.attention_forward(q, k, v, None, 0.0, True, 0.5, 4.0)[0]
+    q = torch.randn(1, 1, 8, 4)
+    gm = torch.fx.experimental.proxy_tensor.make_fx(fwd)(q, q, q)
+    ours(gm.graph)
+    gm.recompile()
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.ops.sus.attention_forward_graph.default in targets
+    assert torch.ops.sus.attention_forward.default not in targets
+    assert UserPass.seen[-1] == targets  # the user's pass ran after ours, on the swapped graph
+    torch.testing.assert_close(gm(q, q, q), fwd(q, q, q))

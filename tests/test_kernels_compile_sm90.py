@@ -127,3 +127,28 @@ def test_gluon_union_fold_refuses_fp16():
     with pytest.raises(ValueError, match="fold needs bfloat16"):
         uh.union_sm90_impl(q, q, torch.empty(1, 1, 128), torch.empty(1, dtype=torch.int32), torch.empty(128),
                            64, 128, 0.18, 1e-5, 5.0, True, False, 64, 4, True)
+
+
+def test_gluon_union_launch_key_follows_triton_specialization():
+    """union_hopper launches a cached CompiledKernel without Triton's binder (host time); the cache
+    key must change wherever Triton 3.6 would specialize the launch differently, or a kernel compiled
+    for one argument class would run on another: an integer that becomes 1, a multiple of 16 or too
+    wide for int32, a tensor's 16-byte alignment or dtype, a constexpr. Floats are not specialized."""
+    import torch
+
+    uh = pytest.importorskip("sus_fx.kernels.union_hopper")
+    dev = torch.device("cuda", 0)
+    cx = dict(CAUSAL=True, D=64, NB=4, ZERO=True, DV_=64, DVP=64, TMAX=128, FOLD=True)
+    t = torch.empty(64, dtype=torch.bfloat16)
+    k = torch.empty(1, 1, 128, 64, dtype=torch.bfloat16)
+    base = (t, uh.k_descriptor(k), 48, 0.5)
+    key = uh.launch_key(base, cx, dev)
+    assert uh.launch_key(base, dict(cx), dev) == key
+    assert uh.launch_key((t, base[1], 48, 0.25), cx, dev) == key  # another float: same kernel
+    assert uh.launch_key((t, base[1], 32, 0.5), cx, dev) == key  # another multiple of 16: same kernel
+    for other in (t[1:], t.float(), 47, 1, 2 ** 31 + 16):
+        args = (other, base[1], 48, 0.5) if isinstance(other, torch.Tensor) else (t, base[1], other, 0.5)
+        assert uh.launch_key(args, cx, dev) != key, other
+    assert uh.launch_key(base, dict(cx, CAUSAL=False), dev) != key
+    assert uh.launch_key(base, cx, torch.device("cuda", 1)) != key
+    assert len(uh._ARG_ORDER) == 33  # the kernel's signature: runtime arguments then constexprs

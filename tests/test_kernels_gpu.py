@@ -65,6 +65,23 @@ def test_forward_paths(dtype, mask, causal):
     assert float((lse.double() - rl).abs().max()) < tol * 10
 
 
+def test_unaligned_inputs_do_not_disable_a_forward_kernel():
+    """dispatch.forward remembers a kernel that failed on some (dtype, head dims, causal) and skips
+    it from then on, except after a failure on misaligned inputs (a 2-byte offset view): those skip
+    cuDNN and flash without marking them, and the aligned call after still gets them."""
+    q, k, v, _ = _inputs(1, 2, 2, 256, 64, torch.bfloat16)
+    buf = torch.empty(q.numel() + 1, dtype=q.dtype, device=q.device)
+    q_off = buf[1:].view(q.shape).copy_(q)
+    before = set(dispatch._failed)
+    res_off = dispatch.forward(q_off, k, v, None, True, 0.125, 0.0)
+    out, lse = dispatch.forward(q, k, v, None, True, 0.125, 0.0)
+    assert set(dispatch._failed) == before
+    ro, rl = reference.forward(q.double(), k.double(), v.double(), None, True, 0.125)
+    assert _rel(out, ro) < 1e-2
+    if res_off is not None:
+        assert _rel(res_off[0], ro) < 1e-2
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("mask", [None, "bool"])
@@ -241,6 +258,24 @@ def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_b
             cols = sum(len(y) for _, y in sets)
             diff = sum(len(x ^ y) for x, y in sets)
             assert diff <= max(2, cols // 100), (diff, cols)
+
+
+def test_sm90_union_direct_launch_matches_a_binder_launch():
+    """After the first launch of an argument class, union_hopper launches the cached CompiledKernel
+    without Triton's binder (host time). Its unions are the binder's, bit for bit; a length that
+    changes an argument's class (1000 -> 1008 rows: a multiple of 16, which Triton specializes on)
+    gets a kernel of its own, launched through the binder first."""
+    from sus_fx.kernels import union_hopper as uh
+    uh._compiled.clear()
+    n = None
+    for L in (1000, 1008):
+        q, k, v, do = _inputs(1, 4, 2, L, 64, torch.bfloat16, seed=5, qscale=2.0)
+        _sm90_or_skip(q, k, v)
+        first = _union_sets(q, k, v, do, True, 8.0, 3, 1, 1)   # through the binder, then cached
+        assert len(uh._compiled) == (1 if n is None else n + 1)
+        n = len(uh._compiled)
+        again = _union_sets(q, k, v, do, True, 8.0, 3, 1, 1)   # the cached kernel, launched directly
+        assert again == first and len(uh._compiled) == n
 
 
 def test_sm90_union_gradients_and_zeroed_accumulators():

@@ -73,7 +73,12 @@ def forward(query, key, value, attn_mask, is_causal, scale, dropout_p):
     if G > 1:
         k, v = key.repeat_interleave(G, dim=1), value.repeat_interleave(G, dim=1)
     tag = (query.dtype, D, Dv, bool(is_causal))
-    if attn_mask is None and query.dtype in _FAST_DTYPES and D == Dv:
+    # A kernel that fails on these inputs is not tried again for their (dtype, head dims, causal),
+    # unless the inputs were misaligned: that failure says nothing of other calls (one unaligned
+    # view must not take cuDNN away from every later call; seen in a GPU test, stop 17).
+    aligned = all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:-1]) and t.stride(-1) == 1
+                  for t in (query, k, v))
+    if attn_mask is None and query.dtype in _FAST_DTYPES and D == Dv and aligned:
         if ("cudnn",) + tag not in _failed and D <= 128 and D % 8 == 0:
             try:
                 r = torch.ops.aten._scaled_dot_product_cudnn_attention(
@@ -101,7 +106,8 @@ def forward(query, key, value, attn_mask, is_causal, scale, dropout_p):
                 query, k, v, bias, True, 0.0, False, scale=scale)
         return r[0], _lse(r[1], Lq)
     except Exception:
-        _failed.add(tag)
+        if aligned:
+            _failed.add(tag)
         return None
 
 

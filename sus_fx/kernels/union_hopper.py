@@ -405,11 +405,17 @@ def q_smem_layout(dtype, D):
     return gl.NVMMASharedLayout.get_default_for([BM.value, D], _gl_dtype(dtype))
 
 
+@functools.lru_cache(maxsize=None)
+def k_box_layout(dtype, D):
+    """The K tile's box and shared layout (cached: ~15 us of host time per backward otherwise)."""
+    box = [1, 1, BN.value, D]
+    return box, gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(dtype))
+
+
 def k_descriptor(k):
     """TMA descriptor of K [B, Hkv, Lk, D], any strides TMA takes, one [1, 1, BN, D] box per tile."""
-    box = [1, 1, BN.value, k.shape[-1]]
-    layout = gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(k.dtype))
-    return TensorDescriptor(k, list(k.shape), list(k.stride()), box, layout)
+    box, layout = k_box_layout(k.dtype, k.shape[-1])
+    return TensorDescriptor(k, list(k.shape), list(k.stride()), list(box), layout)
 
 
 def _new_outputs(q, k, U_cap: int, zero: bool, Dv: int):
@@ -445,14 +451,60 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
         q = q.contiguous()
     if k.data_ptr() % 16 or any(st % 8 for st in k.stride()[:-1]) or k.stride(-1) != 1:
         k = k.contiguous() if not k.is_contiguous() else k.clone()  # TMA: 16-byte aligned base and strides
-    union_kernel_sm90[(n_rb, B * H)](
-        q, k_descriptor(k), lse, keys, cols, cnt, k1, zk, zv,
-        q.stride(0), q.stride(1), q.stride(2),
-        H, H // Hkv, Hkv, Lq, Lk, n_rb, U_cap, z_rows, a, gamma, log2c,
-        CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
-        q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))),
-        FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None, num_warps=4)
+    args = (q, k_descriptor(k), lse, keys, cols, cnt, k1, zk, zv, q.stride(0), q.stride(1), q.stride(2),
+            H, H // Hkv, Hkv, Lq, Lk, n_rb, U_cap, z_rows, a, gamma, log2c)
+    constexprs = dict(CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
+                      q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))),
+                      FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None)
+    _launch((n_rb, B * H, 1), args, constexprs, q.device)
     return cols, cnt, zk, zv
+
+
+# The union op is launched once per layer per backward, and `kernel[grid](...)` binds and
+# specializes its ~30 arguments on every call: 67 us of host time per launch on the H200 host,
+# against 23 us for launching the CompiledKernel that the first launch returns, with the arguments
+# in signature order (benchmarks/overhead_pieces.py; stop 17). _compiled keeps those kernels under
+# a key that holds everything Triton 3.6 specializes a launch on: the constexprs, and per runtime
+# argument its kind, a tensor's dtype and 16-byte alignment, an integer's width and whether it is
+# 1 or a multiple of 16 (floats are not specialized; the K descriptor's block and layout follow
+# from the dtype and D). A launch whose key is new goes through kernel[grid](...) (which compiles
+# it if need be).
+_compiled: dict = {}
+_ARG_ORDER = tuple(union_kernel_sm90.arg_names)
+
+
+def _int_class(x: int):
+    width = 0 if -2 ** 31 <= x < 2 ** 31 else 1
+    return (width, x == 1, x % 16 == 0)
+
+
+def launch_key(args, constexprs, device) -> tuple:
+    """What Triton specializes union_kernel_sm90's launch on (see above), as a hashable key."""
+    key = [device.index, tuple(constexprs[n] for n in ("CAUSAL", "D", "NB", "ZERO", "DV_", "DVP", "TMAX", "FOLD"))]
+    for x in args:
+        if isinstance(x, Tensor):
+            key.append((x.dtype, x.data_ptr() % 16 == 0))
+        elif isinstance(x, bool):
+            key.append(("b", x))
+        elif isinstance(x, int):
+            key.append(_int_class(x))
+        elif isinstance(x, float):
+            key.append("f")
+        else:  # the K descriptor
+            key.append((x.base.dtype, tuple(x.block_shape)))
+    return tuple(key)
+
+
+def _launch(grid, args, constexprs, device) -> None:
+    key = launch_key(args, constexprs, device)
+    kernel = _compiled.get(key)
+    if kernel is not None:
+        values = dict(zip(_ARG_ORDER, args), **constexprs)
+        kernel[grid](*(values[name] for name in _ARG_ORDER))
+        return
+    kernel = union_kernel_sm90[grid](*args, **constexprs, num_warps=4)
+    if hasattr(kernel, "__getitem__") and len(_ARG_ORDER) == len(args) + len(constexprs):
+        _compiled[key] = kernel
 
 
 # An opaque op: Inductor cannot trace a Gluon kernel (its user-defined-kernel path re-emits the
