@@ -193,10 +193,11 @@ def _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale):
 
 # The inner ops are defined with torch.library's low-level API (define + impl + register_fake),
 # not torch.library.custom_op: a compiled graph calls them once per layer per step, and custom_op's
-# wrappers (a dynamo-disable frame and an aliasing check around every call) cost ~25 us per call on
-# a fast CPU against ~7 us for a plain impl (torch 2.13; ~10x that on the H200 machines' hosts,
-# where GPT-124M's 8k step was bound by host time: notes/KERNELS.md, stop 16). The impls return
-# fresh tensors only, which is what custom_op's aliasing check would have enforced.
+# wrappers (a dynamo-disable frame and an aliasing check around every call) cost 19-29 us per call
+# against 8-13 us for define + impl on the H200 machines' hosts (a trivial op, torch 2.11;
+# benchmarks/results/h200_stop17_*_overhead_pieces.txt), where GPT-124M's 8k step is close to bound
+# by host time (notes/KERNELS.md, stops 16-17). The impls return fresh tensors only, which is what
+# custom_op's aliasing check would have enforced.
 _lib.define(
     "attention_forward(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, "
     "bool is_causal, float scale, float c) -> (Tensor, Tensor, Tensor)",
