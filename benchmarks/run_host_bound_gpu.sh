@@ -1,5 +1,7 @@
 #!/bin/bash
-# For the next device call (written in stop 16, not yet run). Stop 16 found GPT-124M's sus step at 8k
+# Written in stop 16. Stop 17 ran its step_jitter part (call 2: 8k under CUDA graphs, inductor 29.2 ms,
+# sus c=8 23.9 ms, 1.22x; benchmarks/results/h200_stop17_2_step_jitter_reduce_overhead.txt), not yet
+# its e2e_gpt part (both lengths, both c, losses, under CUDA graphs). Stop 16 found GPT-124M's sus step at 8k
 # host bound on the H200 machines: the host took 25-36 ms to launch a step whose GPU work is ~22-24 ms
 # (inductor: 14-22 ms of host time, GPU bound at 29.6 ms), and the step time followed the host's
 # speed from one machine, and one stretch of steps, to the next (benchmarks/results/h200_stop16_4..6).
