@@ -76,7 +76,9 @@ def forward(query, key, value, attn_mask, is_causal, scale, dropout_p):
     # A kernel that fails on these inputs is not tried again for their (dtype, head dims, causal),
     # unless the inputs were misaligned: that failure says nothing of other calls (one unaligned
     # view must not take cuDNN away from every later call; seen in a GPU test, stop 17).
-    aligned = all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:-1]) and t.stride(-1) == 1
+    # (a size-1 dim's stride is never stepped over: any value is fine there)
+    aligned = all(t.data_ptr() % 16 == 0 and t.stride(-1) == 1
+                  and all(st % 8 == 0 for st, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1)
                   for t in (query, k, v))
     if attn_mask is None and query.dtype in _FAST_DTYPES and D == Dv and aligned:
         if ("cudnn",) + tag not in _failed and D <= 128 and D % 8 == 0:
