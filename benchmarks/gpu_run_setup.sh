@@ -44,6 +44,12 @@ ncu_union() {
     python3 benchmarks/ncu_union.py --n 16384 --d 128 --variants "$v" > "$D/ncu128.txt" 2>&1
   stamp "ncu rc=$?"
 }
+# `pieces TIMEOUT`: benchmarks/overhead_pieces.py (host time per piece, n = 2k) into $D/pieces.log; its table.
+pieces() {
+  timeout "$1" python3 benchmarks/overhead_pieces.py --n 2048 > "$D/pieces.log" 2>&1
+  stamp "pieces rc=$?"
+  grep -E "^\|" "$D/pieces.log" | head -40
+}
 # `pack NAME`: $D into $OUT/NAME.tgz, the folder removed (the device returns at most 8 files).
 pack() {
   cd "$OUT" && tar czf "$1.tgz" "$(basename "$D")" && rm -rf "$(basename "$D")"

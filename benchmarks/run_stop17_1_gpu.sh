@@ -8,14 +8,9 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop17_1
-timeout 90 python3 benchmarks/overhead_pieces.py --n 2048 > "$D/pieces.log" 2>&1
-stamp "pieces rc=$?"
-grep -E "^\|" "$D/pieces.log" | head -40
+pieces 90
 timeout 150 python3 benchmarks/step_jitter.py --T 8192 --c 8 --steps 20 --out "$D/jitter" > "$D/jitter.log" 2>&1
 stamp "jitter rc=$?"
 grep -E "wall median" "$D/jitter.log"
-timeout 240 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_cuda_graphs_gpu.py tests/test_kernels_gpu.py \
-  -k "union or compiled or stats or graph or replay or eager or host" > "$D/tests.log" 2>&1
-stamp "tests rc=$?"
-tail -n 4 "$D/tests.log"
+sm90_tests 240 "union or compiled or stats or graph or replay or eager or host" tests/test_cuda_graphs_gpu.py
 pack stop17_1

@@ -8,9 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop17_2
-timeout 90 python3 benchmarks/overhead_pieces.py --n 2048 > "$D/pieces.log" 2>&1
-stamp "pieces rc=$?"
-grep -E "^\|" "$D/pieces.log" | head -40
+pieces 90
 timeout 200 python3 benchmarks/e2e_gpt.py --out "$D/e2e8k" --lengths 8192 --c 8,32 --steps 40 \
   --loss-steps 200 --profile-lengths 8192 --budget-s 190 > "$D/e2e8k.log" 2>&1
 stamp "e2e 8k rc=$?"

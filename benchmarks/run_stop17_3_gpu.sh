@@ -9,13 +9,8 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop17_3
-timeout 230 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_cuda_graphs_gpu.py tests/test_kernels_gpu.py \
-  -k "union or compiled or stats or graph or replay or eager or host" > "$D/tests.log" 2>&1
-stamp "tests rc=$?"
-tail -n 2 "$D/tests.log"
-timeout 60 python3 benchmarks/overhead_pieces.py --n 2048 > "$D/pieces.log" 2>&1
-stamp "pieces rc=$?"
-grep -E "^\|" "$D/pieces.log" | head -24
+sm90_tests 230 "union or compiled or stats or graph or replay or eager or host" tests/test_cuda_graphs_gpu.py
+pieces 60
 timeout 170 python3 benchmarks/e2e_gpt.py --out "$D/e2e8k" --lengths 8192 --c 8,32 --steps 40 \
   --loss-steps 200 --profile-lengths 0 --budget-s 160 > "$D/e2e8k.log" 2>&1
 stamp "e2e 8k rc=$?"

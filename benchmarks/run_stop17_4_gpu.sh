@@ -7,10 +7,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop17_4
-timeout 120 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py \
-  -k "direct_launch or forward_paths or unaligned or sm90_union_gradients" > "$D/tests.log" 2>&1
-stamp "tests rc=$?"
-tail -n 2 "$D/tests.log"
+sm90_tests 120 "direct_launch or forward_paths or unaligned or sm90_union_gradients"
 timeout 150 python3 benchmarks/e2e_gpt.py --out "$D/e2e16k" --lengths 16384 --c 8 --steps 30 \
   --loss-steps 100 --profile-lengths 0 --budget-s 140 > "$D/e2e16k.log" 2>&1
 stamp "e2e 16k rc=$?"

@@ -5,8 +5,5 @@
 set -u
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_run_setup.sh stop17_5
-timeout 100 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_kernels_gpu.py \
-  -k "direct_launch or unaligned or sm90_union_matches" > "$D/tests.log" 2>&1
-stamp "tests rc=$?"
-tail -n 2 "$D/tests.log"
+sm90_tests 100 "direct_launch or unaligned or sm90_union_matches"
 pack stop17_5

@@ -198,10 +198,9 @@ def _forward_impl(query, key, value, attn_mask, dropout_p, is_causal, scale):
 # benchmarks/results/h200_stop17_*_overhead_pieces.txt), where GPT-124M's 8k step is close to bound
 # by host time (notes/KERNELS.md, stops 16-17). The impls return fresh tensors only, which is what
 # custom_op's aliasing check would have enforced.
-_lib.define(
-    "attention_forward(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, "
-    "bool is_causal, float scale, float c) -> (Tensor, Tensor, Tensor)",
-    tags=(torch.Tag.nondeterministic_seeded,))
+_FORWARD_SCHEMA = ("(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, bool is_causal, "
+                   "float scale, float c) -> (Tensor, Tensor, Tensor)")
+_lib.define("attention_forward" + _FORWARD_SCHEMA, tags=(torch.Tag.nondeterministic_seeded,))
 
 
 def attention_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
@@ -215,10 +214,7 @@ _lib.impl("attention_forward", attention_forward, "CompositeExplicitAutograd")
 
 # The same op without an autograd formula: what compiled graphs call (sus_fx/post_grad.py swaps it
 # in after AOTAutograd's partition, where the formula's Python dispatch layer only costs host time).
-_lib.define(
-    "attention_forward_graph(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, float dropout_p, "
-    "bool is_causal, float scale, float c) -> (Tensor, Tensor, Tensor)",
-    tags=(torch.Tag.nondeterministic_seeded,))
+_lib.define("attention_forward_graph" + _FORWARD_SCHEMA, tags=(torch.Tag.nondeterministic_seeded,))
 _lib.impl("attention_forward_graph", attention_forward, "CompositeExplicitAutograd")
 
 
