@@ -40,6 +40,13 @@ def main():
     from sus_fx_old.kernels import sus_bwd as old
     rev = open(os.path.join(HERE, "_ab_old", "REV")).read().strip()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; old = {rev}")
+    # Both revisions must take the same phase (a). An import of the Gluon union that fails (stop 18:
+    # both revisions registered sus::union_sm90) sends sus_backward to the Triton kernel, and retries
+    # the import on every call: the A/B then times module imports.
+    if torch.cuda.get_device_capability() == (9, 0):
+        for rv, mod in (("old", old), ("new", new)):
+            if hasattr(mod, "_sm90_union") and mod._sm90_union() is None:
+                raise SystemExit(f"ab_kernels: the {rv} revision's Gluon union (union_hopper) does not import")
     table = []
     for name in a.cases.split(","):
         n, H, D, c, layout, qs = CASES[name]
