@@ -112,14 +112,22 @@ def _mma(kt, qT, acc, ones_s, lT, FOLD: gl.constexpr):
 @gluon.jit
 def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
           CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
-    """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: a reduction inside each
-    warp and one shared store, no barrier. The block's columns are listed once at its end
+    """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: one reduction inside
+    each warp and one shared store, no barrier. The block's columns are listed once at its end
     (_expand_words); a per-tile reduction across the warps cost three barriers per tile."""
-    keepc = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2, CAUSAL, FOLD, BN, mma_layout)
-    jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
-    bits = gl.where(keepc, gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, mma_layout)) << (jl % 16), 0)
-    part = gl.sum(gl.reshape(bits, [BN // 16, 16]), axis=1)  # distinct powers of two: the sum is the or
+    keep = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2, CAUSAL, FOLD, BN, mma_layout)
+    # keep: [BN keys, 4 lanes of a quad]; a key is in the union if any lane of its quad keeps it
+    jl = gl.arange(0, BN, layout=gl.SliceLayout(1, keep.type.layout))
+    bits = gl.where(keep, (gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, keep.type.layout)) << (jl % 16))[:, None], 0)
+    # [warp, 16 keys x 4 lanes]: the 64 values of a warp sit in its 32 lanes and two registers, so
+    # this is one OR in each thread and one warp-wide redux.sync (its shuffle tree was 5 deep)
+    part = gl.reduce(gl.reshape(bits, [BN // 16, 64]), 1, _or)
     words.index(t).store(part.to(gl.int16))
+
+
+@gluon.jit
+def _or(x, y):
+    return x | y
 
 
 @gluon.jit
@@ -174,6 +182,24 @@ def _k1(k1base, t, hi, BN: gl.constexpr, mma_layout: gl.constexpr):
 
 
 @gluon.jit
+def _max_halves(x, W: gl.constexpr):
+    """[R, W] -> [R, W // 2]: the max of column j and column j + W // 2, elementwise."""
+    return gl.max(gl.reshape(x, [x.shape[0], 2, W // 2]), axis=1)
+
+
+@gluon.jit
+def _lane_max(x):
+    """gl.max(x, axis=1) for the accumulator [BN, 128], as a tree. A thread holds 32 columns of
+    each of its rows (column bits 0 and 3..6 in registers, 1..2 across a quad of lanes), and
+    gl.max folds them one after another: a chain of 31 dependent FMNMX per row. Halving on the
+    register bits instead (6, 5, 4, 3, then 0) leaves chains 5 deep. The result is each lane's
+    maximum, [BN, 4]: the lanes of a quad are not reduced here (_emit ORs their decisions)."""
+    gl.static_assert(x.shape[1] == 128, "the halving steps are written for 128 columns")
+    y = _max_halves(_max_halves(_max_halves(_max_halves(x, 128), 64), 32), 16)  # [BN, 8]
+    return gl.max(gl.reshape(y, [x.shape[0], 4, 2]), axis=2)  # column bit 0 -> [BN, 4 lanes]
+
+
+@gluon.jit
 def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
                CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
     """Which columns of key tile t are in the union, from st = S^T (as sus_bwd._union_kernel);
@@ -188,7 +214,7 @@ def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
         x = gl.where(cmask[:, None], x, float("-inf"))
         if CAUSAL:
             x = gl.where(cols[:, None] <= rows[None, :], x, float("-inf"))
-    m = gl.max(x, axis=1)
+    m = _lane_max(x)  # [BN, 4]: each lane's maximum over its 32 columns
     if FOLD:
         m = m * a  # a > 0
     # margin: |x_a - x_b| <= a * gamma * (max|q| * sum|k_j| [+ 2 max|lse2 / a|, FOLD]) between two fp32
@@ -197,7 +223,10 @@ def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     r = _mix32(key ^ t.to(gl.uint32))
     u = ((r + jl.to(gl.uint32) * 5184561) & 0x7FFFFF).to(gl.int32).to(gl.float32) * (1.0 / 8388608.0)
-    return (u < gl.exp2(m + delta)) & cmask
+    # u < exp2(max over lanes) iff u < exp2(some lane's max): the keep test per lane, ORed in _emit
+    ml: gl.constexpr = gl.SliceLayout(1, m.type.layout)
+    thr = gl.convert_layout(delta, ml)[:, None] + m
+    return (gl.convert_layout(u, ml)[:, None] < gl.exp2(thr)) & gl.convert_layout(cmask, ml)[:, None]
 
 
 @gluon.jit
