@@ -89,7 +89,7 @@ def _ptxas(ptx_text):
                               capture_output=True, text=True, check=True).stderr
 
 
-def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False):
+def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False, PAIR=False):
     """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on; K
     through a TMA descriptor)."""
     import torch
@@ -98,9 +98,10 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False):
     fn = union_hopper.union_kernel_sm90
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     consts = dict(CAUSAL=True, D=D, NB=NB, ZERO=True, DV_=D, DVP=D, q_smem_layout=union_hopper.q_smem_layout(tdt, D),
-                  TMAX=1024, FOLD=FOLD, fold_layout=union_hopper.fold_layout(tdt) if FOLD else None)
-    kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, 64, D], union_hopper._gl_dtype(tdt))
-    ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, 64, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
+                  TMAX=1024, FOLD=FOLD, fold_layout=union_hopper.fold_layout(tdt) if FOLD else None, PAIR=PAIR)
+    rows = 128 if PAIR else 64
+    kl = union_hopper.gl.NVMMASharedLayout.get_default_for([1, 1, rows, D], union_hopper._gl_dtype(tdt))
+    ptrs = {"Q": "*" + dtype, "k_desc": f"tensordesc<{dtype}[1, 1, {rows}, {D}],{kl!r}>", "LSE": "*fp32", "KEYS": "*i32",
             "COLS": "*i32", "CNT": "*i32", "K1": "*fp32", "ZK": "*fp32", "ZV": "*fp32"}
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
@@ -122,8 +123,9 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False):
 
 
 def report(name, D=128, dtype="bf16"):
-    if name.startswith("union_kernel_sm90"):  # "_fold": FOLD=True
-        cc, info = compile_gluon_union(D, dtype, FOLD=name.endswith("_fold"))
+    if name.startswith("union_kernel_sm90"):  # "_fold": FOLD=True; "_pair": PAIR=True (3 pair buffers)
+        pair = name.endswith("_pair")
+        cc, info = compile_gluon_union(D, dtype, NB=3 if pair else 4, FOLD="_fold" in name, PAIR=pair)
     else:
         cc, info = compile_kernel(name, D, dtype)
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
@@ -140,7 +142,12 @@ def report(name, D=128, dtype="bf16"):
 
 
 KERNELS = ("_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel", "union_kernel_sm90",
-           "union_kernel_sm90_fold")
+           "union_kernel_sm90_fold", "union_kernel_sm90_fold_pair")
+
+
+def _kernels(D):
+    """KERNELS at head dim D: PAIR is the D = 64 shape (at 128 its buffers leave one CTA per SM)."""
+    return [n for n in KERNELS if not n.endswith("_pair") or D == 64]
 
 
 def main():
@@ -153,14 +160,14 @@ def main():
     if a.json:
         import json
         rows = [{k: v for k, v in report(n, int(D), a.dtype).items() if k != "ttgir"}
-                for D in a.d.split(",") for n in KERNELS]
+                for D in a.d.split(",") for n in _kernels(int(D))]
         print(json.dumps(rows))
         return
     print(f"triton {triton.__version__}, target sm_90 (compiled on this machine, no GPU)\n")
     print("| kernel | D | dtype | registers | spill bytes | shared KB | async copies | wgmma ops | wgmma serialized |")
     print("|---|---|---|---|---|---|---|---|---|")
     for D in map(int, a.d.split(",")):
-        for name in KERNELS:
+        for name in _kernels(D):
             r = report(name, D, a.dtype)
             if a.ttgir:
                 os.makedirs(a.ttgir, exist_ok=True)

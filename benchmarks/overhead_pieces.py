@@ -105,7 +105,7 @@ def main():
     vals = dict(Q=q, k_desc=desc, LSE=lse, KEYS=keys, COLS=cols, CNT=ucnt, K1=k1, ZK=zk, ZV=zv, sqb=q.stride(0),
                 sqh=q.stride(1), sqm=q.stride(2), H=H, G=1, Hkv=H, Lq=n, Lk=n, n_rb=n_rb, U_cap=U_cap,
                 z_rows=triton.cdiv(n, n_rb), a=s * 1.44, gamma=1e-5, log2c=5.0, CAUSAL=True, D=D, NB=4, ZERO=True,
-                DV_=D, DVP=D, q_smem_layout=lay, TMAX=128, FOLD=False, fold_layout=None)
+                DV_=D, DVP=D, q_smem_layout=lay, TMAX=128, FOLD=False, fold_layout=None, PAIR=False)
     ordered = [vals[name] for name in union_hopper.union_kernel_sm90.arg_names]
     direct = lambda: ck[(n_rb, H, 1)](*ordered)
     rows.append(("CompiledKernel[grid](...) (no binder)", *host_ms(direct), gpu_ms(direct)))

@@ -24,7 +24,8 @@ SM90_REGS, SM90_SMEM = 65536, 227 * 1024  # per SM; at most 227 KB of shared mem
 
 
 @pytest.fixture(scope="module")
-def rows():
+def compile_run():
+    """(rows by (kernel, D), the compiler's stderr)"""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SUS_FX_INTERPRET_KERNELS")}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compile_sm90.py"), "--json", "--d", "128,64"],
@@ -32,7 +33,18 @@ def rows():
     if proc.returncode != 0 and "ptxas" in proc.stderr and "No such file" in proc.stderr:
         pytest.skip("this Triton wheel ships no ptxas")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {(r["kernel"], r["D"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {(r["kernel"], r["D"]): r for r in json.loads(proc.stdout.strip().splitlines()[-1])}, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def rows(compile_run):
+    return compile_run[0]
+
+
+def test_no_compiler_diagnostics(compile_run):
+    """A kernel can compile and still make MLIR print "error: ..." on stderr (stop 18: a gl.join in
+    the PAIR epilogue did, once per process); users would see it in their training logs."""
+    assert "error:" not in compile_run[1], compile_run[1][-3000:]
 
 
 @pytest.mark.parametrize("D", [128, 64])
@@ -45,13 +57,14 @@ def test_union_pass_pipelined_two_ctas_per_sm(rows, D):
     assert 2 * r["registers"] * threads <= SM90_REGS and 2 * r["shared_bytes"] <= SM90_SMEM, r
 
 
-@pytest.mark.parametrize("D", [128, 64])
-@pytest.mark.parametrize("fold", [False, True])
-def test_gluon_union_keeps_an_mma_in_flight(rows, D, fold):
+@pytest.mark.parametrize("D,variant", [(128, ""), (64, ""), (128, "_fold"), (64, "_fold"), (64, "_fold_pair")])
+def test_gluon_union_keeps_an_mma_in_flight(rows, D, variant):
     """union_hopper's point is that MMA(t+1) runs while tile t's epilogue does: ptxas must not
     serialize the wgmmas (C7514: registers of an in-flight MMA read, e.g. an accumulator copied at a
-    loop's back edge), and the loop waits with one tile's MMA outstanding (FOLD: two wgmma groups)."""
-    r = rows[("union_kernel_sm90_fold" if fold else "union_kernel_sm90", D)]
+    loop's back edge), and the loop waits with one tile's MMA outstanding (FOLD: two wgmma groups).
+    PAIR (K two tiles per TMA, the D = 64 default) too, with two CTAs per SM."""
+    fold = "_fold" in variant
+    r = rows[("union_kernel_sm90" + variant, D)]
     assert not r["wgmma_serialized"], r
     assert (r["mma_waits_two"] if fold else r["mma_waits_one"]) >= 1, r
     assert r["spill_bytes"] == 0, r
@@ -61,7 +74,7 @@ def test_gluon_union_keeps_an_mma_in_flight(rows, D, fold):
 
 def test_every_kernel_compiles_for_sm90(rows):
     assert {k for k, _ in rows} == {"_key_l1_kernel", "_union_kernel", "_union_expand_kernel", "_sparse_bwd_kernel",
-                                    "union_kernel_sm90", "union_kernel_sm90_fold"}
+                                    "union_kernel_sm90", "union_kernel_sm90_fold", "union_kernel_sm90_fold_pair"}
     for r in rows.values():
         assert r["registers"] <= 255, r
 
@@ -138,7 +151,7 @@ def test_gluon_union_launch_key_follows_triton_specialization():
 
     uh = pytest.importorskip("sus_fx.kernels.union_hopper")
     dev = torch.device("cuda", 0)
-    cx = dict(CAUSAL=True, D=64, NB=4, ZERO=True, DV_=64, DVP=64, TMAX=128, FOLD=True)
+    cx = dict(CAUSAL=True, D=64, NB=4, ZERO=True, DV_=64, DVP=64, TMAX=128, FOLD=True, PAIR=False)
     t = torch.empty(64, dtype=torch.bfloat16)
     k = torch.empty(1, 1, 128, 64, dtype=torch.bfloat16)
     base = (t, uh.k_descriptor(k), 48, 0.5)
@@ -150,5 +163,8 @@ def test_gluon_union_launch_key_follows_triton_specialization():
         args = (other, base[1], 48, 0.5) if isinstance(other, torch.Tensor) else (t, base[1], other, 0.5)
         assert uh.launch_key(args, cx, dev) != key, other
     assert uh.launch_key(base, dict(cx, CAUSAL=False), dev) != key
+    assert uh.launch_key(base, dict(cx, PAIR=True), dev) != key
+    # PAIR's descriptor has a box of two tiles: another kernel
+    assert uh.launch_key((t, uh.k_descriptor(k, pair=True), 48, 0.5), cx, dev) != key
     assert uh.launch_key(base, cx, torch.device("cuda", 1)) != key
-    assert len(uh._ARG_ORDER) == 33  # the kernel's signature: runtime arguments then constexprs
+    assert len(uh._ARG_ORDER) == 34  # the kernel's signature: runtime arguments then constexprs

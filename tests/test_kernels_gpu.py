@@ -203,9 +203,12 @@ def test_union_misses_no_kept_column(D, mask, qscale, fold):
     assert torch.equal(counts["unions"], counts["all columns"])
 
 
-def _union_sets(q, k, v, do, causal, c, seed, sm90, fold=0):
-    """Per block, the set of union columns phase (a) found (SM90=1: the Gluon kernel; fold: its FOLD)."""
+def _union_sets(q, k, v, do, causal, c, seed, sm90, fold=0, pair=None):
+    """Per block, the set of union columns phase (a) found (SM90=1: the Gluon kernel; fold: its FOLD;
+    pair: its PAIR, K two tiles per TMA; None: the config's choice)."""
     sus_bwd._OVERRIDE.update(SM90=sm90, debug="union_only", FOLD=fold)
+    if pair is not None:
+        sus_bwd._OVERRIDE["PAIR"] = pair
     try:
         _grads(q, k, v, do, None, causal, c, seed)
         cnt, cols, U_cap = sus_bwd._DEBUG["cnt"].cpu(), sus_bwd._DEBUG["cols"].cpu(), sus_bwd._DEBUG["U_cap"]
@@ -258,6 +261,26 @@ def test_sm90_union_matches_triton_union(B, H, Hkv, L, Lk, D, dtype, causal, k_b
             cols = sum(len(y) for _, y in sets)
             diff = sum(len(x ^ y) for x, y in sets)
             assert diff <= max(2, cols // 100), (diff, cols)
+
+
+@pytest.mark.parametrize("B,H,Hkv,L,Lk,D,causal", [
+    (1, 4, 2, 1500, None, 64, True),     # GQA; the last block's hi (1500) cuts its last pair
+    (1, 2, 1, 384, 1000, 64, False),     # non-causal: 15 full tiles (odd) and a partial one
+    (1, 1, 1, 130, None, 64, True),      # two blocks: a pair, then a pair whose second tile is past hi
+    (1, 1, 1, 100, None, 64, True),      # one block, one tile
+    (1, 2, 2, 900, 4096, 64, False),     # 64 tiles: many pairs through a ring of 3 buffers
+    (1, 2, 2, 1000, None, 128, True),    # PAIR at D = 128 too (one CTA per SM there, but correct)
+])
+def test_sm90_union_pairs_match_single_tiles(B, H, Hkv, L, Lk, D, causal):
+    """PAIR (K loaded two tiles per TMA, the default at D = 64) changes how K reaches shared memory,
+    not the arithmetic: its unions are the single-tile kernel's, bit for bit, including where a run
+    of tiles is odd and a pair's second tile lies past the block's keys."""
+    q, k, v, do = _inputs(B, H, Hkv, L, D, torch.bfloat16, seed=13, Lk=Lk, qscale=2.0)
+    _sm90_or_skip(q, k, v)
+    single = _union_sets(q, k, v, do, causal, 8.0, 7, 1, 1, pair=0)
+    paired = _union_sets(q, k, v, do, causal, 8.0, 7, 1, 1, pair=1)
+    assert sum(len(x) if isinstance(x, frozenset) else x[1] for x in single) > 0
+    assert paired == single
 
 
 def test_sm90_union_direct_launch_matches_a_binder_launch():

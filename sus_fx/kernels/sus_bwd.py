@@ -471,6 +471,11 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # per tile, no per-entry FFMA): 16k union 1.106 -> 1.067 ms at D = 128, 1.491 -> 1.463 at
     # D = 64 (H200; notes/KERNELS.md, stop 13)
     cfg["FOLD"] = cfg["SM90"]
+    # PAIR (D = 64): the Gluon union loads K two tiles per TMA, into NBP = 3 buffers of two tiles (48
+    # KB; at D = 128 they would take 96 KB and leave one CTA per SM). Offline SASS of its main loop:
+    # 4 CTA barriers per two tiles instead of 7, 342 instructions instead of 362.
+    cfg["PAIR"] = int(cfg["SM90"] and DP == 64)
+    cfg["NBP"] = 3
     return cfg
 
 
@@ -623,9 +628,11 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             # part would empty the union (a wrong gradient, not a slow one)
             fold = bool(cfg["FOLD"]) and q.dtype == torch.bfloat16
             # (the Gluon kernel lists the columns itself: no tile words, no expansion launch)
+            # PAIR: K two tiles per TMA (NBP buffers of two tiles): half the waits, barriers and TMAs
+            pair = bool(cfg.get("PAIR", 0))
             ucols, ucnt, zk, zv = union(
                 q, k, lse, keys, k1, U_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
-                bool(is_causal), zero_in_union, Dv, int(cfg.get("NB", 4)), fold)
+                bool(is_causal), zero_in_union, Dv, int(cfg.get("NBP", 3) if pair else cfg.get("NB", 4)), fold, pair)
             if zero_in_union:
                 dk_buf, dv_buf = zk, zv
             return ucols.view(-1), ucnt

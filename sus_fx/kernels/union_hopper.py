@@ -99,6 +99,31 @@ def _next_k_tile(k_desc, k_smem, bars, b, hk, t, n_t, NB: gl.constexpr, BN: gl.c
 
 
 @gluon.jit
+def _load_pair(k_desc, k_smem, bars, b, hk, P, n_p, NB: gl.constexpr, BN: gl.constexpr):
+    """PAIR: TMA of key tiles 2P and 2P+1 (one [2 BN, D] box) into buffer P % NB."""
+    i = P % NB
+    mbarrier.expect(bars.index(i), k_desc.block_type.nbytes, pred=P < n_p)
+    tma.async_copy_global_to_shared(k_desc, [b, hk, P * 2 * BN, 0], bars.index(i), k_smem.index(i), pred=P < n_p)
+
+
+@gluon.jit
+def _pair_half(k_smem, P, h: gl.constexpr, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+    """Key tile 2P + h of pair buffer P % NB (landed: its barrier was waited for)."""
+    return k_smem.index(P % NB).reshape([2 * BN, D]).slice(h * BN, BN)
+
+
+@gluon.jit
+def _next_pair(k_desc, k_smem, bars, b, hk, P, n_p, NB: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+    """Before MMA(2P+2): pair P+1 in shared memory; then refill the buffer that pair P-1's MMAs read
+    (every warp retired them before the barrier) with pair P+NB-1."""
+    i = (P + 1) % NB
+    mbarrier.wait(bars.index(i), ((P + 1) // NB) & 1)
+    gl.thread_barrier()
+    _load_pair(k_desc, k_smem, bars, b, hk, P + NB - 1, n_p, NB, BN)
+    return _pair_half(k_smem, P + 1, 0, NB, BN, D)
+
+
+@gluon.jit
 def _mma(kt, qT, acc, ones_s, lT, FOLD: gl.constexpr):
     """acc = S^T for one key tile, asynchronously (acc's old value is dead: use_acc=False). FOLD:
     a second k16 MMA adds -lse2 / a per row (three 16-bit parts against a column of ones), so that
@@ -110,19 +135,38 @@ def _mma(kt, qT, acc, ones_s, lT, FOLD: gl.constexpr):
 
 
 @gluon.jit
-def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
-          CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
-    """Tile t's keep bits, 16 per warp (its 16 keys), into words[t, warp]: one reduction inside
-    each warp and one shared store, no barrier. The block's columns are listed once at its end
-    (_expand_words); a per-tile reduction across the warps cost three barriers per tile."""
+def _keep_word(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
+               CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """Tile t's keep bits, 16 per warp (its 16 keys): [BN // 16] int16, warp w's word at w."""
     keep = _tile_keep(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2, CAUSAL, FOLD, BN, mma_layout)
     # keep: [BN keys, 4 lanes of a quad]; a key is in the union if any lane of its quad keeps it
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, keep.type.layout))
     bits = gl.where(keep, (gl.full([BN], 1, gl.int32, layout=gl.SliceLayout(1, keep.type.layout)) << (jl % 16))[:, None], 0)
     # [warp, 16 keys x 4 lanes]: the 64 values of a warp sit in its 32 lanes and two registers, so
     # this is one OR in each thread and one warp-wide redux.sync (its shuffle tree was 5 deep)
-    part = gl.reduce(gl.reshape(bits, [BN // 16, 64]), 1, _or)
-    words.index(t).store(part.to(gl.int16))
+    return gl.reduce(gl.reshape(bits, [BN // 16, 64]), 1, _or).to(gl.int16)
+
+
+@gluon.jit
+def _emit(st, t, MASKED: gl.constexpr, words, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
+          CAUSAL: gl.constexpr, FOLD: gl.constexpr, BN: gl.constexpr, mma_layout: gl.constexpr):
+    """Tile t's keep bits into words[t, warp]: one shared store, no barrier. The block's columns are
+    listed once at its end (_expand_words); a per-tile reduction across the warps cost three
+    barriers per tile."""
+    words.index(t).store(_keep_word(st, t, MASKED, a, lse2, rows, hi, k1, qinf, key, gamma, vmax2,
+                                    CAUSAL, FOLD, BN, mma_layout))
+
+
+@gluon.jit
+def _store_pair_words(words, t, w0, w1, BN: gl.constexpr):
+    """PAIR: tiles t and t+1's words (t even) in one shared store, as one int32 per warp (tile t's
+    bits low): `words` holds [pair, warp, tile of the pair] there (_expand_pair_words reads that).
+    Two stores into `words` with no barrier between them make Triton's membar pass put one there
+    (it tracks whole allocations)."""
+    TMAX: gl.constexpr = words.shape[0]
+    pw = words._reinterpret(gl.int32, [TMAX // 2, BN // 16],  # (a rank-1 layout: index() drops a dim)
+                            gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
+    pw.index(t // 2).store((w0.to(gl.int32) & 0xFFFF) | (w1.to(gl.int32) << 16))
 
 
 @gluon.jit
@@ -169,6 +213,44 @@ def _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.
             pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
             gl.store(COLS + row + pos, tiles[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
             base += gl.sum(per_tile, 0)
+    gl.store(CNT + blk, base)
+
+
+@gluon.jit
+def _expand_pair_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.constexpr):
+    """_expand_words for PAIR's layout of `words` (_store_pair_words): one int32 per (pair, warp),
+    tile 2P's 16 bits low and tile 2P+1's high. One thread per pair: both tiles' 64-bit words, their
+    columns placed by one scan over the pairs (tile 2P+1 starts where tile 2P ends)."""
+    CH: gl.constexpr = 128  # pairs per step (TMAX >= 256 under PAIR)
+    cl: gl.constexpr = gl.BlockedLayout([1, BN // 16], [32, 1], [4, 1], [1, 0])
+    bl: gl.constexpr = gl.BlockedLayout([1, BN], [32, 1], [4, 1], [1, 0])  # one tile's bits per thread
+    l1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    shifts = (gl.arange(0, BN // 16, layout=gl.SliceLayout(0, cl)) * 16).to(gl.int64)
+    jl = gl.arange(0, BN, layout=gl.SliceLayout(0, bl))
+    pw = words._reinterpret(gl.int32, [TMAX // 2, BN // 16],
+                            gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
+    n_p = (n_t + 1) // 2
+    base = n_t * 0
+    row = blk * U_cap
+    for ci in gl.static_range(TMAX // 2 // CH):
+        if ci * CH < n_p:
+            x = pw.slice(ci * CH, CH).load(cl).to(gl.int64)
+            we = gl.convert_layout(gl.sum((x & 0xFFFF) << shifts[None, :], axis=1), gl.SliceLayout(1, bl))
+            wo = gl.convert_layout(gl.sum(((x >> 16) & 0xFFFF) << shifts[None, :], axis=1), gl.SliceLayout(1, bl))
+            te = 2 * (ci * CH + gl.arange(0, CH, layout=gl.SliceLayout(1, bl)))
+            we = gl.where(te < n_t, we, 0)
+            wo = gl.where(te + 1 < n_t, wo, 0)
+            on_e = ((we[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
+            on_o = ((wo[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
+            ce = gl.sum(on_e, axis=1)
+            per_pair = gl.convert_layout(ce + gl.sum(on_o, axis=1), l1)  # (the scan wants a plain layout)
+            first_e = gl.convert_layout(base + gl.associative_scan(per_pair, 0, _add) - per_pair,
+                                        gl.SliceLayout(1, bl))
+            pos_e = first_e[:, None] + gl.associative_scan(on_e, 1, _add) - on_e
+            pos_o = (first_e + ce)[:, None] + gl.associative_scan(on_o, 1, _add) - on_o
+            gl.store(COLS + row + pos_e, te[:, None] * BN + jl[None, :], mask=(on_e != 0) & (pos_e < U_cap))
+            gl.store(COLS + row + pos_o, (te + 1)[:, None] * BN + jl[None, :], mask=(on_o != 0) & (pos_o < U_cap))
+            base += gl.sum(per_pair, 0)
     gl.store(CNT + blk, base)
 
 
@@ -277,6 +359,54 @@ def _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, t_lo, t_hi, n_t, hi,
 
 
 @gluon.jit
+def _run_pairs(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, p_lo, p_hi, n_p, t_end, hi, words, a, lse2, rows,
+               k1base, qinf, key, gamma, vmax2, MASKED: gl.constexpr, CAUSAL: gl.constexpr, FOLD: gl.constexpr,
+               NB: gl.constexpr, BN: gl.constexpr, BM: gl.constexpr, D: gl.constexpr, mma_layout: gl.constexpr):
+    """PAIR: tiles 2 p_lo .. min(2 p_hi, t_end) - 1, as _run_tiles, with K loaded a pair of tiles per
+    TMA: the wait, the barrier, the expect and the TMA (and the barriers Triton's membar pass puts
+    around the last three) come once per two tiles. Pair p_lo's TMA was issued."""
+    OUT1: gl.constexpr = 2 if FOLD else 1
+    acc0 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
+    acc1 = gl.zeros([BN, BM], gl.float32, layout=mma_layout)
+    i0 = p_lo % NB
+    mbarrier.wait(bars.index(i0), (p_lo // NB) & 1)
+    acc0 = _mma(_pair_half(k_smem, p_lo, 0, NB, BN, D), qT, acc0, ones_s, lT, FOLD)
+    k1a = _k1(k1base, 2 * p_lo, hi, BN, mma_layout)
+    for P in range(p_lo, p_hi - 1):
+        t = 2 * P
+        acc1 = _mma(_pair_half(k_smem, P, 1, NB, BN, D), qT, acc1, ones_s, lT, FOLD)
+        k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
+        acc0 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc0, ))
+        w0 = _keep_word(acc0, t, MASKED, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+                        CAUSAL, FOLD, BN, mma_layout)
+        kt = _next_pair(k_desc, k_smem, bars, b, hk, P, n_p, NB, BN, D)
+        acc0 = _mma(kt, qT, acc0, ones_s, lT, FOLD)
+        k1a = _k1(k1base, t + 2, hi, BN, mma_layout)
+        acc1 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc1, ))
+        w1 = _keep_word(acc1, t + 1, MASKED, a, lse2, rows, hi, k1b, qinf, key, gamma, vmax2,
+                        CAUSAL, FOLD, BN, mma_layout)
+        _store_pair_words(words, t, w0, w1, BN)
+    # the last pair; MMA(t) is in flight in acc0, and tile t + 1 may be past the run
+    P = p_hi - 1
+    t = 2 * P
+    if t + 1 < t_end:
+        pend = _mma(_pair_half(k_smem, P, 1, NB, BN, D), qT, acc1, ones_s, lT, FOLD)
+        k1b = _k1(k1base, t + 1, hi, BN, mma_layout)
+        s0 = warpgroup_mma_wait(num_outstanding=OUT1, deps=(acc0, ))
+        w0 = _keep_word(s0, t, MASKED, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+                        CAUSAL, FOLD, BN, mma_layout)
+        s1 = warpgroup_mma_wait(num_outstanding=0, deps=(pend, ))
+        w1 = _keep_word(s1, t + 1, MASKED, a, lse2, rows, hi, k1b, qinf, key, gamma, vmax2,
+                        CAUSAL, FOLD, BN, mma_layout)
+        _store_pair_words(words, t, w0, w1, BN)
+    else:
+        s0 = warpgroup_mma_wait(num_outstanding=0, deps=(acc0, ))
+        w0 = _keep_word(s0, t, MASKED, a, lse2, rows, hi, k1a, qinf, key, gamma, vmax2,
+                        CAUSAL, FOLD, BN, mma_layout)
+        _store_pair_words(words, t, w0, w0 * 0, BN)  # (tile t + 1 is past the block's keys)
+
+
+@gluon.jit
 def union_kernel_sm90(Q, k_desc, LSE, KEYS, COLS, CNT, K1, ZK, ZV,
                       sqb, sqh, sqm,
                       H, G, Hkv, Lq, Lk, n_rb, U_cap, z_rows,
@@ -284,7 +414,7 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, COLS, CNT, K1, ZK, ZV,
                       CAUSAL: gl.constexpr, D: gl.constexpr, NB: gl.constexpr,
                       ZERO: gl.constexpr, DV_: gl.constexpr, DVP: gl.constexpr,
                       q_smem_layout: gl.constexpr, TMAX: gl.constexpr, FOLD: gl.constexpr = False,
-                      fold_layout: gl.constexpr = None):
+                      fold_layout: gl.constexpr = None, PAIR: gl.constexpr = False):
     gl.static_assert(NB >= 3, "tile t+1 must be in flight before MMA(t) is waited for")
     # fp32 whatever the launcher typed them (see sus_bwd._union_kernel)
     a, gamma, log2c = gl.cast(a, gl.float32), gl.cast(gamma, gl.float32), gl.cast(log2c, gl.float32)
@@ -361,9 +491,13 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, COLS, CNT, K1, ZK, ZV,
         n_full = Lk // BN
     n_t = gl.cdiv(hi, BN)
 
-    # the first NB-1 K tiles start loading now, under the zeroing stores below
+    n_p = gl.cdiv(n_t, 2)  # PAIR: pairs of tiles
+    # the first NB-1 K tiles (PAIR: pairs of tiles) start loading now, under the zeroing stores below
     for s in gl.static_range(NB - 1):
-        _load_k(k_desc, k_smem, bars, b, hk, s, n_t, NB, BN)
+        if PAIR:
+            _load_pair(k_desc, k_smem, bars, b, hk, s, n_p, NB, BN)
+        else:
+            _load_k(k_desc, k_smem, bars, b, hk, s, n_t, NB, BN)
 
     if ZERO:  # this program's share of the fp32 dK/dV accumulators that phase (b) adds into
         if h % G == 0:
@@ -389,19 +523,35 @@ def union_kernel_sm90(Q, k_desc, LSE, KEYS, COLS, CNT, K1, ZK, ZV,
     gl.thread_barrier()
     # The tiles below the diagonal need no masking; their epilogue is ~40% shorter. Two pipelined
     # runs (a branch inside one loop was if-converted: every tile paid for the masking).
-    if n_full > 0:
-        _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, 0, n_full, n_t, hi, words, a, lse2,
-                   rows, k1base, qinf, key, gamma, vmax2, False, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
+    if PAIR:
+        # the unmasked run in whole pairs (causal: n_full is even); the masked run takes the rest
+        p_full = n_full // 2
+        if p_full > 0:
+            _run_pairs(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, 0, p_full, n_p, 2 * p_full, hi, words, a,
+                       lse2, rows, k1base, qinf, key, gamma, vmax2, False, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
+            if p_full < n_p:
+                gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
+                _load_pair(k_desc, k_smem, bars, b, hk, p_full + NB - 2, n_p, NB, BN)
+        if p_full < n_p:
+            _run_pairs(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, p_full, n_p, n_p, n_t, hi, words, a,
+                       lse2, rows, k1base, qinf, key, gamma, vmax2, True, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
+    else:
+        if n_full > 0:
+            _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, 0, n_full, n_t, hi, words, a, lse2,
+                       rows, k1base, qinf, key, gamma, vmax2, False, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
+            if n_full < n_t:
+                gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
+                _load_k(k_desc, k_smem, bars, b, hk, n_full + NB - 2, n_t, NB, BN)
         if n_full < n_t:
-            gl.thread_barrier()  # every warp retired the last MMA before its buffer is refilled
-            _load_k(k_desc, k_smem, bars, b, hk, n_full + NB - 2, n_t, NB, BN)
-    if n_full < n_t:
-        _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, n_full, n_t, n_t, hi, words, a, lse2,
-                   rows, k1base, qinf, key, gamma, vmax2, True, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
+            _run_tiles(k_desc, k_smem, bars, qT, ones_s, lT, b, hk, n_full, n_t, n_t, hi, words, a, lse2,
+                       rows, k1base, qinf, key, gamma, vmax2, True, CAUSAL, FOLD, NB, BN, BM, D, mma_layout)
     for i in gl.static_range(NB):
         mbarrier.invalidate(bars.index(i))
     gl.thread_barrier()  # every warp's words are in
-    _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX, BN)
+    if PAIR:
+        _expand_pair_words(words, n_t, COLS, CNT, blk, U_cap, TMAX, BN)
+    else:
+        _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX, BN)
 
 
 def supported(q, k, v, attn_mask, exact: bool) -> bool:
@@ -435,15 +585,16 @@ def q_smem_layout(dtype, D):
 
 
 @functools.lru_cache(maxsize=None)
-def k_box_layout(dtype, D):
-    """The K tile's box and shared layout (cached: ~15 us of host time per backward otherwise)."""
-    box = [1, 1, BN.value, D]
+def k_box_layout(dtype, D, pair=False):
+    """The K box ([1, 1, BN, D], PAIR: two tiles' rows) and its shared layout (cached: ~15 us of host
+    time per backward otherwise)."""
+    box = [1, 1, BN.value * (2 if pair else 1), D]
     return box, gl.NVMMASharedLayout.get_default_for(box, _gl_dtype(dtype))
 
 
-def k_descriptor(k):
-    """TMA descriptor of K [B, Hkv, Lk, D], any strides TMA takes, one [1, 1, BN, D] box per tile."""
-    box, layout = k_box_layout(k.dtype, k.shape[-1])
+def k_descriptor(k, pair=False):
+    """TMA descriptor of K [B, Hkv, Lk, D], any strides TMA takes, one box per tile (PAIR: per pair)."""
+    box, layout = k_box_layout(k.dtype, k.shape[-1], pair)
     return TensorDescriptor(k, list(k.shape), list(k.stride()), list(box), layout)
 
 
@@ -460,13 +611,14 @@ def _new_outputs(q, k, U_cap: int, zero: bool, Dv: int):
 
 def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, U_cap: int, z_rows: int,
                     a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int,
-                    fold: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                    fold: bool = False, pair: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(union columns [blocks, U_cap], union sizes [blocks], zeroed fp32 dK and dV accumulators
     (1-element placeholders unless `zero`)) of phase (a): what sus_bwd._union_kernel and
     _union_expand_kernel produce between them, in one launch (a union over U_cap columns: its
     first U_cap and its full size, so phase (b) takes all columns there). Eager callers
     call this directly; traced ones go through the custom op below. `fold`: -lse2 / a added by the
-    MMA (the caller's gamma must count its 16 extra products)."""
+    MMA (the caller's gamma must count its 16 extra products). `pair`: K arrives two tiles per TMA,
+    and NB counts buffers of two tiles."""
     if fold and q.dtype != torch.bfloat16:
         raise ValueError(f"union_sm90: fold needs bfloat16 inputs (an {q.dtype} part of -lse2 / a can overflow), "
                          f"got {q.dtype}")
@@ -480,11 +632,14 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
         q = q.contiguous()
     if k.data_ptr() % 16 or any(st % 8 for st in k.stride()[:-1]) or k.stride(-1) != 1:
         k = k.contiguous() if not k.is_contiguous() else k.clone()  # TMA: 16-byte aligned base and strides
-    args = (q, k_descriptor(k), lse, keys, cols, cnt, k1, zk, zv, q.stride(0), q.stride(1), q.stride(2),
+    if NB < 3:
+        raise ValueError(f"union_sm90: NB (K buffers) must be at least 3, got {NB}")
+    args = (q, k_descriptor(k, pair), lse, keys, cols, cnt, k1, zk, zv, q.stride(0), q.stride(1), q.stride(2),
             H, H // Hkv, Hkv, Lq, Lk, n_rb, U_cap, z_rows, a, gamma, log2c)
     constexprs = dict(CAUSAL=bool(causal), D=D, NB=NB, ZERO=bool(zero), DV_=Dv, DVP=max(16, _pow2(Dv)),
-                      q_smem_layout=q_smem_layout(q.dtype, D), TMAX=max(128, _pow2(triton.cdiv(Lk, BN.value))),
-                      FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None)
+                      q_smem_layout=q_smem_layout(q.dtype, D),
+                      TMAX=max(256 if pair else 128, _pow2(triton.cdiv(Lk, BN.value))),
+                      FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None, PAIR=bool(pair))
     _launch((n_rb, B * H, 1), args, constexprs, q.device)
     return cols, cnt, zk, zv
 
@@ -509,7 +664,7 @@ def _int_class(x: int):
 
 def launch_key(args, constexprs, device) -> tuple:
     """What Triton specializes union_kernel_sm90's launch on (see above), as a hashable key."""
-    key = [device.index, tuple(constexprs[n] for n in ("CAUSAL", "D", "NB", "ZERO", "DV_", "DVP", "TMAX", "FOLD"))]
+    key = [device.index, tuple(constexprs[n] for n in ("CAUSAL", "D", "NB", "ZERO", "DV_", "DVP", "TMAX", "FOLD", "PAIR"))]
     for x in args:
         if isinstance(x, Tensor):
             key.append((x.dtype, x.data_ptr() % 16 == 0))
@@ -543,12 +698,12 @@ def _launch(grid, args, constexprs, device) -> None:
 _lib = torch.library.Library("sus", "FRAGMENT")
 _lib.define(
     "union_sm90(Tensor q, Tensor k, Tensor lse, Tensor keys, Tensor k1, int U_cap, int z_rows, float a, "
-    "float gamma, float log2c, bool causal, bool zero, int Dv, int NB, bool fold=False) "
+    "float gamma, float log2c, bool causal, bool zero, int Dv, int NB, bool fold=False, bool pair=False) "
     "-> (Tensor, Tensor, Tensor, Tensor)")
 _lib.impl("union_sm90", union_sm90_impl, "CUDA")
 union_sm90 = torch.ops.sus.union_sm90.default
 
 
 @torch.library.register_fake("sus::union_sm90", lib=_lib)
-def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False):
+def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False, pair=False):
     return _new_outputs(q, k, U_cap, zero, Dv)
