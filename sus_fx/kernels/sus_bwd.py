@@ -476,6 +476,7 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # 4 CTA barriers per two tiles instead of 7, 342 instructions instead of 362.
     cfg["PAIR"] = int(cfg["SM90"] and DP == 64)
     cfg["NBP"] = 3
+    cfg["MAXNREG"] = 0  # > 0: ptxas's register limit for the Gluon union (168: three CTAs per SM)
     return cfg
 
 
@@ -632,7 +633,8 @@ def sus_backward(grad_out, q, k, v, attn_mask, out, lse, is_causal, scale, c, sa
             pair = bool(cfg.get("PAIR", 0))
             ucols, ucnt, zk, zv = union(
                 q, k, lse, keys, k1, U_cap, triton.cdiv(Lk, n_rb), a, 4.0 * (D + 16 * fold) * 2.0 ** -24, log2c,
-                bool(is_causal), zero_in_union, Dv, int(cfg.get("NBP", 3) if pair else cfg.get("NB", 4)), fold, pair)
+                bool(is_causal), zero_in_union, Dv, int(cfg.get("NBP", 3) if pair else cfg.get("NB", 4)), fold, pair,
+                int(cfg.get("MAXNREG", 0)))
             if zero_in_union:
                 dk_buf, dv_buf = zk, zv
             return ucols.view(-1), ucnt

@@ -217,10 +217,26 @@ def _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.
 
 
 @gluon.jit
+def _popc64(x):
+    return gl.inline_asm_elementwise("popc.b64 $0, $1;", "=r,l", [x], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _place_tile_columns(w, tile, first, COLS, row, U_cap, jl, BN: gl.constexpr):
+    """Columns of the tiles whose 64-bit keep words are w (one per thread), in ascending order from
+    position first, into COLS[row + ...] (those past U_cap dropped: the block overflows)."""
+    on = ((w[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
+    pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
+    gl.store(COLS + row + pos, tile[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
+
+
+@gluon.jit
 def _expand_pair_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.constexpr):
     """_expand_words for PAIR's layout of `words` (_store_pair_words): one int32 per (pair, warp),
-    tile 2P's 16 bits low and tile 2P+1's high. One thread per pair: both tiles' 64-bit words, their
-    columns placed by one scan over the pairs (tile 2P+1 starts where tile 2P ends)."""
+    tile 2P's 16 bits low and tile 2P+1's high. One thread per pair: both tiles' 64-bit words and
+    their counts, one scan over the pairs, then the even tiles' columns and the odd ones' (tile 2P+1
+    starts where tile 2P ends). One tile's bit array at a time: with both live the expansion spilled
+    at 168 registers."""
     CH: gl.constexpr = 128  # pairs per step (TMAX >= 256 under PAIR)
     cl: gl.constexpr = gl.BlockedLayout([1, BN // 16], [32, 1], [4, 1], [1, 0])
     bl: gl.constexpr = gl.BlockedLayout([1, BN], [32, 1], [4, 1], [1, 0])  # one tile's bits per thread
@@ -235,21 +251,17 @@ def _expand_pair_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN
     for ci in gl.static_range(TMAX // 2 // CH):
         if ci * CH < n_p:
             x = pw.slice(ci * CH, CH).load(cl).to(gl.int64)
+            te = 2 * (ci * CH + gl.arange(0, CH, layout=gl.SliceLayout(1, bl)))
             we = gl.convert_layout(gl.sum((x & 0xFFFF) << shifts[None, :], axis=1), gl.SliceLayout(1, bl))
             wo = gl.convert_layout(gl.sum(((x >> 16) & 0xFFFF) << shifts[None, :], axis=1), gl.SliceLayout(1, bl))
-            te = 2 * (ci * CH + gl.arange(0, CH, layout=gl.SliceLayout(1, bl)))
             we = gl.where(te < n_t, we, 0)
             wo = gl.where(te + 1 < n_t, wo, 0)
-            on_e = ((we[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
-            on_o = ((wo[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
-            ce = gl.sum(on_e, axis=1)
-            per_pair = gl.convert_layout(ce + gl.sum(on_o, axis=1), l1)  # (the scan wants a plain layout)
+            ce = _popc64(we)
+            per_pair = gl.convert_layout(ce + _popc64(wo), l1)  # (the scan wants a plain layout)
             first_e = gl.convert_layout(base + gl.associative_scan(per_pair, 0, _add) - per_pair,
                                         gl.SliceLayout(1, bl))
-            pos_e = first_e[:, None] + gl.associative_scan(on_e, 1, _add) - on_e
-            pos_o = (first_e + ce)[:, None] + gl.associative_scan(on_o, 1, _add) - on_o
-            gl.store(COLS + row + pos_e, te[:, None] * BN + jl[None, :], mask=(on_e != 0) & (pos_e < U_cap))
-            gl.store(COLS + row + pos_o, (te + 1)[:, None] * BN + jl[None, :], mask=(on_o != 0) & (pos_o < U_cap))
+            _place_tile_columns(we, te, first_e, COLS, row, U_cap, jl, BN)
+            _place_tile_columns(wo, te + 1, first_e + ce, COLS, row, U_cap, jl, BN)
             base += gl.sum(per_pair, 0)
     gl.store(CNT + blk, base)
 
@@ -611,14 +623,15 @@ def _new_outputs(q, k, U_cap: int, zero: bool, Dv: int):
 
 def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor, U_cap: int, z_rows: int,
                     a: float, gamma: float, log2c: float, causal: bool, zero: bool, Dv: int, NB: int,
-                    fold: bool = False, pair: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                    fold: bool = False, pair: bool = False, maxnreg: int = 0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(union columns [blocks, U_cap], union sizes [blocks], zeroed fp32 dK and dV accumulators
     (1-element placeholders unless `zero`)) of phase (a): what sus_bwd._union_kernel and
     _union_expand_kernel produce between them, in one launch (a union over U_cap columns: its
     first U_cap and its full size, so phase (b) takes all columns there). Eager callers
     call this directly; traced ones go through the custom op below. `fold`: -lse2 / a added by the
     MMA (the caller's gamma must count its 16 extra products). `pair`: K arrives two tiles per TMA,
-    and NB counts buffers of two tiles."""
+    and NB counts buffers of two tiles. `maxnreg` > 0: ptxas's register limit per thread (168 lets
+    three CTAs share an SM, if their shared memory fits too)."""
     if fold and q.dtype != torch.bfloat16:
         raise ValueError(f"union_sm90: fold needs bfloat16 inputs (an {q.dtype} part of -lse2 / a can overflow), "
                          f"got {q.dtype}")
@@ -640,7 +653,7 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
                       q_smem_layout=q_smem_layout(q.dtype, D),
                       TMAX=max(256 if pair else 128, _pow2(triton.cdiv(Lk, BN.value))),
                       FOLD=bool(fold), fold_layout=fold_layout(q.dtype) if fold else None, PAIR=bool(pair))
-    _launch((n_rb, B * H, 1), args, constexprs, q.device)
+    _launch((n_rb, B * H, 1), args, constexprs, q.device, int(maxnreg))
     return cols, cnt, zk, zv
 
 
@@ -662,9 +675,9 @@ def _int_class(x: int):
     return (width, x == 1, x % 16 == 0)
 
 
-def launch_key(args, constexprs, device) -> tuple:
+def launch_key(args, constexprs, device, maxnreg: int = 0) -> tuple:
     """What Triton specializes union_kernel_sm90's launch on (see above), as a hashable key."""
-    key = [device.index, tuple(constexprs[n] for n in ("CAUSAL", "D", "NB", "ZERO", "DV_", "DVP", "TMAX", "FOLD", "PAIR"))]
+    key = [device.index, maxnreg, tuple(constexprs[n] for n in ("CAUSAL", "D", "NB", "ZERO", "DV_", "DVP", "TMAX", "FOLD", "PAIR"))]
     for x in args:
         if isinstance(x, Tensor):
             key.append((x.dtype, x.data_ptr() % 16 == 0))
@@ -679,14 +692,14 @@ def launch_key(args, constexprs, device) -> tuple:
     return tuple(key)
 
 
-def _launch(grid, args, constexprs, device) -> None:
-    key = launch_key(args, constexprs, device)
+def _launch(grid, args, constexprs, device, maxnreg: int = 0) -> None:
+    key = launch_key(args, constexprs, device, maxnreg)
     kernel = _compiled.get(key)
     if kernel is not None:
         values = dict(zip(_ARG_ORDER, args), **constexprs)
         kernel[grid](*(values[name] for name in _ARG_ORDER))
         return
-    kernel = union_kernel_sm90[grid](*args, **constexprs, num_warps=4)
+    kernel = union_kernel_sm90[grid](*args, **constexprs, num_warps=4, **({"maxnreg": maxnreg} if maxnreg else {}))
     if hasattr(kernel, "__getitem__") and len(_ARG_ORDER) == len(args) + len(constexprs):
         _compiled[key] = kernel
 
@@ -698,12 +711,13 @@ def _launch(grid, args, constexprs, device) -> None:
 _lib = torch.library.Library("sus", "FRAGMENT")
 _lib.define(
     "union_sm90(Tensor q, Tensor k, Tensor lse, Tensor keys, Tensor k1, int U_cap, int z_rows, float a, "
-    "float gamma, float log2c, bool causal, bool zero, int Dv, int NB, bool fold=False, bool pair=False) "
+    "float gamma, float log2c, bool causal, bool zero, int Dv, int NB, bool fold=False, bool pair=False, "
+    "int maxnreg=0) "
     "-> (Tensor, Tensor, Tensor, Tensor)")
 _lib.impl("union_sm90", union_sm90_impl, "CUDA")
 union_sm90 = torch.ops.sus.union_sm90.default
 
 
 @torch.library.register_fake("sus::union_sm90", lib=_lib)
-def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False, pair=False):
+def _(q, k, lse, keys, k1, U_cap, z_rows, a, gamma, log2c, causal, zero, Dv, NB, fold=False, pair=False, maxnreg=0):
     return _new_outputs(q, k, U_cap, zero, Dv)
