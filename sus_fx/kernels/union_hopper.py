@@ -17,12 +17,20 @@ saturated (Nsight Compute: notes/KERNELS.md, stop 12). Here:
     once at its end, instead of a reduction across the four warps (three barriers) per tile;
   * FOLD (the default for bf16; an fp16 part could overflow): -lse2 / a is added by the MMA
     itself (its three 16-bit parts against a column of ones, one k16 wgmma more per tile), so the
-    per-entry epilogue is a max alone.
+    per-entry epilogue is a max alone;
+  * that max is a tree over each lane's 32 columns, and the lanes of a quad are not reduced: each
+    lane tests its own max and one warp-wide redux.sync ORs the bits (a 31-deep FMNMX chain and 5
+    dependent shuffles per tile before; stop 18);
+  * PAIR (head dim 64): K arrives two tiles per TMA, so the waits, barriers and TMAs of the K ring
+    come once per two tiles (7 -> 4 CTA barriers per two tiles; stop 18).
 
 With two CTAs of four warps per SM (registers), time per tile was set by each warp's instruction
 stream (~260 instructions at ~5.5 cycles) more than by the MMA: fewer instructions per tile is what
 moved it (1.31 -> 1.17 -> 1.13 ms at 16k, D = 128, on the H200). FOLD then took 24% of the
 instructions out for 4% (1.11 -> 1.07 ms): past that point the instruction count no longer sets it.
+The dependency depth did: the tree and the redux took the kernel at D = 64 (16k, H = 32) from 1.40
+to 1.24 ms, PAIR to 1.10 ms, within ~1.3x of its tensor-core time (FOLD's k16 included); at D = 128
+it runs 0.855 ms, within ~1.1-1.3x of it.
 
     prologue: TMA K tiles 0 .. NB-2; MMA(0)
     for t:    wait K tile t+1 -> barrier -> TMA K tile t+NB-1 -> MMA(t+1) -> wait MMA(t) -> epilogue(t)
