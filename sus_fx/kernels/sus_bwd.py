@@ -472,11 +472,13 @@ def config(D: int, Dv: int, dtype: torch.dtype):
     # D = 64 (H200; notes/KERNELS.md, stop 13)
     cfg["FOLD"] = cfg["SM90"]
     # PAIR (D = 64): the Gluon union loads K two tiles per TMA, into NBP = 3 buffers of two tiles (48
-    # KB; at D = 128 they would take 96 KB and leave one CTA per SM). Offline SASS of its main loop:
-    # 4 CTA barriers per two tiles instead of 7, 342 instructions instead of 362.
+    # KB; at D = 128 they would take 96 KB and leave one CTA per SM): 4 CTA barriers per two tiles
+    # instead of 7. H200, 16k: sus_backward -5.5% (H = 32), -3.2% (GPT-shaped rows); stop 18
     cfg["PAIR"] = int(cfg["SM90"] and DP == 64)
     cfg["NBP"] = 3
-    cfg["MAXNREG"] = 0  # > 0: ptxas's register limit for the Gluon union (168: three CTAs per SM)
+    # > 0: ptxas's register limit for the Gluon union. 168 lets three CTAs share an SM; with PAIR it
+    # measured no faster (H200, stop 18), so it stays a knob
+    cfg["MAXNREG"] = 0
     return cfg
 
 
