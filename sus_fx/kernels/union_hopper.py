@@ -295,7 +295,7 @@ def _lane_max(x):
     each of its rows (column bits 0 and 3..6 in registers, 1..2 across a quad of lanes), and
     gl.max folds them one after another: a chain of 31 dependent FMNMX per row. Halving on the
     register bits instead (6, 5, 4, 3, then 0) leaves chains 5 deep. The result is each lane's
-    maximum, [BN, 4]: the lanes of a quad are not reduced here (_emit ORs their decisions)."""
+    maximum, [BN, 4]: the lanes of a quad are not reduced here (_keep_word ORs their decisions)."""
     gl.static_assert(x.shape[1] == 128, "the halving steps are written for 128 columns")
     y = _max_halves(_max_halves(_max_halves(_max_halves(x, 128), 64), 32), 16)  # [BN, 8]
     return gl.max(gl.reshape(y, [x.shape[0], 4, 2]), axis=2)  # column bit 0 -> [BN, 4 lanes]
@@ -325,7 +325,7 @@ def _tile_keep(st, t, MASKED: gl.constexpr, a, lse2, rows, hi, k1, qinf, key, ga
     jl = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))
     r = _mix32(key ^ t.to(gl.uint32))
     u = ((r + jl.to(gl.uint32) * 5184561) & 0x7FFFFF).to(gl.int32).to(gl.float32) * (1.0 / 8388608.0)
-    # u < exp2(max over lanes) iff u < exp2(some lane's max): the keep test per lane, ORed in _emit
+    # u < exp2(max over lanes) iff u < exp2(some lane's max): the keep test per lane, ORed in _keep_word
     ml: gl.constexpr = gl.SliceLayout(1, m.type.layout)
     thr = gl.convert_layout(delta, ml)[:, None] + m
     return (gl.convert_layout(u, ml)[:, None] < gl.exp2(thr)) & gl.convert_layout(cmask, ml)[:, None]
