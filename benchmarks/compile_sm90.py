@@ -89,7 +89,7 @@ def _ptxas(ptx_text):
                               capture_output=True, text=True, check=True).stderr
 
 
-def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False, PAIR=False):
+def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False, PAIR=False, maxnreg=0):
     """(CompiledKernel, ptxas -v output) for union_hopper.union_kernel_sm90 (causal, zeroing on; K
     through a TMA descriptor)."""
     import torch
@@ -118,7 +118,7 @@ def compile_gluon_union(D=128, dtype="bf16", NB=4, FOLD=False, PAIR=False):
             if n.startswith("s"):
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(n),): v for n, v in consts.items()}, attrs)
-    cc = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=1, **({"maxnreg": int(os.environ["SUS_MAXNREG"])} if os.environ.get("SUS_MAXNREG") else {})))
+    cc = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=1, **({"maxnreg": maxnreg} if maxnreg else {})))
     return cc, _ptxas(cc.asm["ptx"])
 
 

@@ -672,8 +672,8 @@ def union_sm90_impl(q: Tensor, k: Tensor, lse: Tensor, keys: Tensor, k1: Tensor,
 # a key that holds everything Triton 3.6 specializes a launch on: the constexprs, and per runtime
 # argument its kind, a tensor's dtype and 16-byte alignment, an integer's width and whether it is
 # 1 or a multiple of 16 (floats are not specialized; the K descriptor's block and layout follow
-# from the dtype and D). A launch whose key is new goes through kernel[grid](...) (which compiles
-# it if need be).
+# from the dtype, D and PAIR), and the register limit (maxnreg). A launch whose key is new goes
+# through kernel[grid](...) (which compiles it if need be).
 _compiled: dict = {}
 _ARG_ORDER = tuple(union_kernel_sm90.arg_names)
 
