@@ -253,12 +253,13 @@ def union_note(before, after):
     return f"before the timed steps {one(before)}; after {one(after) if after else '-'}"
 
 
-def make_compiled(model, backend_name, c, mode=None):
+def make_compiled(model, backend_name, c, mode=None, min_length=None):
     """torch.compile(model) with backend_name; mode: torch.compile's mode for both backends
-    ("reduce-overhead": CUDA graphs, which take the host's launch time out of the step)."""
+    ("reduce-overhead": CUDA graphs, which take the host's launch time out of the step);
+    min_length: the sus backend's (None: its default, "auto")."""
     if backend_name == "inductor":
         return torch.compile(model, backend="inductor", dynamic=False, mode=mode), None
-    be = sus_fx.make_backend(c=c, strict=True, report=False, mode=mode)
+    be = sus_fx.make_backend(c=c, strict=True, report=False, mode=mode, min_length=min_length)
     be.keep_reports = True
     return torch.compile(model, backend=be, dynamic=False), be
 
@@ -656,6 +657,9 @@ def main(argv=None):
     ap.add_argument("--union-trace", action="store_true",
                     help="sus: after the timed steps, the same steps again from the initial weights, each inside "
                          "sus_fx.stats() (unions per block per step, in the JSON; compiles a second variant)")
+    ap.add_argument("--min-length", default=None, type=lambda s: s if s == "auto" else int(s),
+                    help="the sus backend's min_length (default: its own, auto: 4096 keys on CUDA); 0 rewrites "
+                         "every attention site")
     ap.add_argument("--mode", default=None,
                     help="torch.compile mode for both backends, e.g. reduce-overhead (CUDA graphs: no host launch "
                          "time in the step; at 8k the sus step is host bound without them, benchmarks/step_jitter.py)")
@@ -738,7 +742,7 @@ def main(argv=None):
             log(f"T={T} {backend_name}{'' if c is None else f' c={c:g}'}: compile + {args.steps} timed steps")
             tp = time.time()
             try:
-                compiled, be = make_compiled(model, backend_name, c, args.mode)
+                compiled, be = make_compiled(model, backend_name, c, args.mode, args.min_length)
                 tr = Trainer(model, compiled, args, device)
                 tr.reset(init_sd)
                 time_config(tr, train_tok, T, args, device, res)

@@ -94,7 +94,9 @@ def _sus_context(model, c, engine):
         except Exception:
             engine = "patch"
     if engine == "compile":
-        return torch.compile(model, backend="sus", options={"c": float(c)}), contextlib.nullcontext()
+        # min_length 0: at these toy lengths SUS saves no time, and the backend's default would leave
+        # the attention exact on a GPU; this script is about what SUS does to training
+        return torch.compile(model, backend="sus", options={"c": float(c), "min_length": 0}), contextlib.nullcontext()
     from sus_fx.variance import sus_patch
     return model, sus_patch(model, lambda path: float(c))
 

@@ -14,6 +14,9 @@ a Skip records why. Any other exception while matching (a bug) also becomes a Sk
 matcher error"): matching never mutates the graph, so leaving that site alone is safe. Matching only reads the graph; plan.apply() mutates it, once choose_c has
 given the site's c. choose_c(path) -> (c, rule label or None); its exceptions propagate.
 
+min_length(device_type) -> int, if given: a site whose key length is below it for its device is
+left as it was (a Skip says why: SUS saves no time there); a symbolic key length is not compared.
+
 gm is mutated in place (graph.lint(); gm.recompile() when anything changed). A bug in a matcher
 could raise out of here with the graph partly rewritten: callers that want to fall back to the
 original graph should pass a copy (copy.deepcopy(gm)).
@@ -26,7 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch.fx
 
 from . import matmul_softmax, mha, sdpa
-from .matcher import NoMatch, module_path
+from .matcher import NoMatch, module_path, tensor_of
 
 FAMILIES = (sdpa, mha, matmul_softmax)
 
@@ -74,14 +77,28 @@ def _checkpoint_bodies(gm: torch.fx.GraphModule):
             yield body
 
 
+def too_short(plan, min_length: Callable[[str], int]) -> Optional[str]:
+    """Why the site is left as it was because its key length is below min_length, or None."""
+    k = tensor_of(plan.k.node)
+    lk = plan.k.shape[-2] if plan.k.shape else None
+    if k is None or not isinstance(lk, int):
+        return None  # symbolic (dynamic shapes): not comparable when the graph is compiled
+    floor = min_length(k.device.type)
+    if lk >= floor:
+        return None
+    return (f"key length {lk} < min_length {floor} ({k.device.type}): SUS saves no time on sequences this "
+            "short, so the exact attention is kept (min_length=0 rewrites it)")
+
+
 def rewrite_attention(gm: torch.fx.GraphModule,
                       choose_c: Callable[[str], Tuple[float, Optional[str]]],
+                      min_length: Optional[Callable[[str], int]] = None,
                       _in_checkpoint: bool = False) -> RewriteResult:
     graph = gm.graph
     result = RewriteResult()
     changed = False
     for body in _checkpoint_bodies(gm):
-        inner = rewrite_attention(body, choose_c, _in_checkpoint=True)
+        inner = rewrite_attention(body, choose_c, min_length, _in_checkpoint=True)
         result.sites += inner.sites
         result.skipped += inner.skipped
     for node in list(graph.nodes):
@@ -106,6 +123,10 @@ def rewrite_attention(gm: torch.fx.GraphModule,
                 # dropout mask there, unlike torch's own dropout, whose RNG state is replayed.
                 result.skipped.append(Skip(plan.path, plan.form, "dropout inside a torch.utils.checkpoint region: "
                                            "the recomputed forward would draw a different dropout mask"))
+                break
+            short = too_short(plan, min_length) if min_length is not None else None
+            if short is not None:
+                result.skipped.append(Skip(plan.path, plan.form, short))
                 break
             c, rule = choose_c(plan.path)
             q_shape, k_shape, v_shape = plan.shapes()

@@ -7,6 +7,8 @@
 
 Options (``options={...}`` or `make_backend` arguments):
     c        number > 0 or "exact": SUS parameter for sites no policy rule matches
+    min_length  key length below which an attention site is left as it was (exact): an int >= 0
+             or "auto" (the default: 4096 on CUDA, 0 on CPU; see sus_fx.policy, "Short sequences")
     policy   path of a TOML policy file (see sus_fx.policy), a Policy, or False for none;
              default: the file named by $SUS_FX_POLICY, if set
     report   True: log the report of each compiled graph (logger "sus_fx", shown on stderr when
@@ -15,6 +17,7 @@ Options (``options={...}`` or `make_backend` arguments):
     any other key: a torch._inductor.config setting, as with backend="inductor"
 ``mode=`` ("reduce-overhead", "max-autotune", ...) maps to Inductor's settings for that mode.
 Precedence of c: first matching policy rule > option c > the policy file's `c` > 32.
+Precedence of min_length: option > the policy file's `min_length` > "auto".
 
 Pipeline, per Dynamo graph:
     1. passes.rewrite_attention(gm, policy.choose): each matched attention subgraph becomes
@@ -47,13 +50,13 @@ import torch
 
 from . import inductor_guard, post_grad
 from .inspection import Report, SusFallbackWarning, rewrite_graph
-from .policy import Policy, PolicyLike, parse_c
+from .policy import Policy, PolicyLike, parse_c, parse_min_length
 
 __all__ = ["sus_backend", "make_backend", "SusBackend", "SusFallbackWarning", "INDUCTOR_PATCHES"]
 
 log = logging.getLogger("sus_fx")
 
-SUS_OPTIONS = ("c", "policy", "report", "strict")
+SUS_OPTIONS = ("c", "min_length", "policy", "report", "strict")
 
 # Inductor settings the sus backend always applies within its own compile (see the module doc).
 # The post-grad pass: compiled graphs call the forward op without its autograd layer (post_grad.py).
@@ -80,18 +83,19 @@ def _mode_patches(mode: Optional[str]) -> Dict[str, Any]:
 
 
 class _Settings:
-    """c / policy / report / strict plus Inductor config patches."""
+    """c / min_length / policy / report / strict plus Inductor config patches."""
 
     def __init__(self, c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
-                 inductor: Optional[Dict[str, Any]] = None):
+                 inductor: Optional[Dict[str, Any]] = None, min_length: Optional[Union[int, str]] = None):
         self.c = c
+        self.min_length = min_length  # None: the policy's; "auto": the device's default
         self.policy = policy
         self.report = report
         self.strict = strict
         self.inductor: Dict[str, Any] = dict(inductor or {})
 
     def copy(self) -> "_Settings":
-        return _Settings(self.c, self.policy, self.report, self.strict, self.inductor)
+        return _Settings(self.c, self.policy, self.report, self.strict, self.inductor, self.min_length)
 
     def apply(self, mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> "_Settings":
         """A copy updated with torch.compile's mode= and options=."""
@@ -105,6 +109,10 @@ class _Settings:
         for key, value in options.items():
             if key == "c":
                 new.c = None if value is None else parse_c(value, "sus backend: option 'c'")
+            elif key == "min_length":
+                if value is not None and parse_min_length(value, "sus backend: option 'min_length'") is None:
+                    value = "auto"
+                new.min_length = value
             elif key == "policy":
                 new.policy = value
             elif key == "report":
@@ -246,9 +254,11 @@ class SusBackend:
     (when keep_reports is True)."""
 
     def __init__(self, c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
-                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None, keep_reports: bool = True):
+                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None, keep_reports: bool = True,
+                 min_length: Optional[Union[int, str]] = None):
         settings = _Settings(None if c is None else parse_c(c, "sus backend: c"), policy, False, False)
-        settings = settings.apply(mode, {"report": report, "strict": strict, **(options or {})})
+        settings = settings.apply(mode, {"report": report, "strict": strict, **(options or {}),
+                                         **({} if min_length is None else {"min_length": min_length})})
         if isinstance(settings.policy, (str, os.PathLike)) and settings.policy != "":
             # read and validate the file now: a bad policy fails here, not mid-compile
             settings.policy = Policy.resolve(settings.policy)
@@ -264,7 +274,7 @@ class SusBackend:
         if kwargs:
             warnings.warn(f"sus backend: ignoring unexpected arguments {sorted(kwargs)}", stacklevel=2)
         settings = self._settings.apply(mode, options)
-        policy = Policy.resolve(settings.policy, settings.c)  # fresh per graph: its own hit counts
+        policy = Policy.resolve(settings.policy, settings.c, settings.min_length)  # fresh per graph: its own hit counts
         index = self._graphs
         self._graphs += 1
 
@@ -292,23 +302,28 @@ class SusBackend:
 
     def __repr__(self) -> str:
         s = self._settings
-        return f"SusBackend(c={s.c}, policy={s.policy!r}, report={s.report!r}, strict={s.strict})"
+        return (f"SusBackend(c={s.c}, min_length={s.min_length!r}, policy={s.policy!r}, report={s.report!r}, "
+                f"strict={s.strict})")
 
 
 def make_backend(c=None, policy: PolicyLike = None, report: ReportTarget = False, strict: bool = False,
-                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> SusBackend:
+                 mode: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
+                 min_length: Optional[Union[int, str]] = None) -> SusBackend:
     """A `sus` backend with its own settings:
 
         torch.compile(model, backend=sus_fx.make_backend(c=16, policy="policy.toml", report=True))
 
     c: default SUS parameter (number > 0, "exact" or inf); policy rules take precedence.
+    min_length: key length below which a site is left exact (int >= 0, or "auto": 4096 on CUDA,
+        0 on CPU); replaces the policy file's.
     policy: policy file path or Policy (validated now); None uses $SUS_FX_POLICY; False: none.
     report: True logs each graph's report; a callable receives each Report.
     strict: re-raise a failure of the passes instead of compiling that graph without SUS.
     mode / options: Inductor mode and config settings, as for backend="inductor".
     The returned object keeps each graph's Report in `.reports`.
     """
-    return SusBackend(c=c, policy=policy, report=report, strict=strict, mode=mode, options=options)
+    return SusBackend(c=c, policy=policy, report=report, strict=strict, mode=mode, options=options,
+                      min_length=min_length)
 
 
 _default = SusBackend(keep_reports=False)

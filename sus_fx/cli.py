@@ -111,11 +111,25 @@ def _c_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e).replace("--c: ", "")) from None
 
 
+def _min_length_arg(text: str):
+    from .policy import parse_min_length
+    if text.strip().lower() == "auto":
+        return "auto"  # (explicit: it replaces a policy file's min_length)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0 (a key length) or "auto", got {text!r}') from None
+    try:
+        return parse_min_length(value, "--min-length")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--min-length: ", "")) from None
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspection import inspect
     from .policy import Policy
     try:  # read the policy first: a bad file is a usage error, not a traceback
-        policy = Policy.resolve(args.policy, args.c)
+        policy = Policy.resolve(args.policy, args.c, args.min_length)
     except (ValueError, OSError) as e:
         raise CliError(str(e)) from None
     model, ex_args, ex_kwargs = load_factory(args.target)
@@ -144,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy TOML file (default: $SUS_FX_POLICY if set)")
     p.add_argument("--c", type=_c_arg, default=None, metavar="C",
                    help='SUS parameter for sites no policy rule matches: a number > 0 or "exact"')
+    p.add_argument("--min-length", type=_min_length_arg, default=None, metavar="N",
+                   help='key length below which a site is left exact: an integer >= 0 or "auto" (default: the '
+                        "policy file's, else auto: 4096 on CUDA, 0 on CPU)")
     p.add_argument("--graphs", action="store_true", help="also print each graph's code before and after")
     p.set_defaults(func=cmd_inspect)
 

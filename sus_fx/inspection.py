@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import math
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -364,7 +364,7 @@ def rewrite_graph(gm: torch.fx.GraphModule, policy: Policy, *, strict: bool = Fa
     backup = None if strict else clone_graph_module(gm)
     try:
         import passes
-        result = passes.rewrite_attention(gm, policy.choose)
+        result = passes.rewrite_attention(gm, policy.choose, min_length=policy.min_length_for)
     except Exception as e:
         if strict:
             raise
@@ -396,19 +396,21 @@ def _cuda_devices(model, args, kwargs) -> List[int]:
 
 
 def inspect(model, *example_args, policy: PolicyLike = None, c: Optional[float] = None,
-            **example_kwargs) -> Report:
+            min_length: Optional[Union[int, str]] = None, **example_kwargs) -> Report:
     """Trace `model(*example_args, **example_kwargs)` as `torch.compile(model, backend="sus")`
     would and return a Report of what the passes rewrite and leave alone.
 
     policy: a policy file path, a Policy, None (use $SUS_FX_POLICY if set) or False (none).
     c:      replaces the policy's default c (rules still win); "exact" or inf for exact.
+    min_length: replaces the policy's min_length (sites with shorter keys are left as they were;
+            "auto": the device's default, sus_fx.policy.AUTO_MIN_LENGTH).
 
     The model runs once (forward only, with the rewritten graphs, whose forward is exact); the
     random state is restored afterwards. No Inductor compile and no backward. Dynamo's caches are
     reset before and after (like torch.compiler.reset()), so compiled models recompile on their
     next call.
     """
-    pol = Policy.resolve(policy, c)
+    pol = Policy.resolve(policy, c, min_length)
     graphs: List[GraphRecord] = []
 
     def capture(gm, example_inputs, **_):

@@ -280,7 +280,7 @@ def test_fallback_when_the_pass_raises_uses_the_untouched_graph(monkeypatch):
     monkeypatch.setattr(sus_backend_mod, "_compile_fx", fake_compile(calls))
     seen = {}
 
-    def broken(gm, choose_c):
+    def broken(gm, choose_c, **_):
         seen["before"] = gm.code
         # wreck the graph half way, then fail
         for node in list(gm.graph.nodes):
@@ -307,7 +307,7 @@ def test_strict_reraises(monkeypatch):
     import passes
     monkeypatch.setattr(sus_backend_mod, "_compile_fx", fake_compile([]))
 
-    def broken(gm, choose_c):
+    def broken(gm, choose_c, **_):
         raise RuntimeError("pattern exploded")
 
     monkeypatch.setattr(passes, "rewrite_attention", broken)

@@ -151,7 +151,7 @@ def test_env_policy_function_and_kwargs(tmp_path, monkeypatch):
 def test_pass_failure_is_reported(monkeypatch):
     import passes
 
-    def broken(gm, choose_c):
+    def broken(gm, choose_c, **_):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(passes, "rewrite_attention", broken)
