@@ -192,6 +192,8 @@ _CHILD = textwrap.dedent(r"""
     sys.path.insert(0, {tests!r})
     import torch
     from test_cuda_graphs_gpu import Attn, _inputs, _step, _ensure_sus_backend
+    import sus_fx.policy
+    sus_fx.policy.AUTO_MIN_LENGTH.clear()  # tiny shapes: SUS, not the CUDA default's exact attention
     _ensure_sus_backend()
     case = {case!r}
     torch.manual_seed(0)
