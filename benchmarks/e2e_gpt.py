@@ -658,7 +658,7 @@ def main(argv=None):
                     help="sus: after the timed steps, the same steps again from the initial weights, each inside "
                          "sus_fx.stats() (unions per block per step, in the JSON; compiles a second variant)")
     ap.add_argument("--min-length", default=None, type=lambda s: s if s == "auto" else int(s),
-                    help="the sus backend's min_length (default: its own, auto: 4096 keys on CUDA); 0 rewrites "
+                    help="the sus backend's min_length (default: its own, auto: 8192 keys on CUDA); 0 rewrites "
                          "every attention site")
     ap.add_argument("--mode", default=None,
                     help="torch.compile mode for both backends, e.g. reduce-overhead (CUDA graphs: no host launch "

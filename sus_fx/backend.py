@@ -8,7 +8,7 @@
 Options (``options={...}`` or `make_backend` arguments):
     c        number > 0 or "exact": SUS parameter for sites no policy rule matches
     min_length  key length below which an attention site is left as it was (exact): an int >= 0
-             or "auto" (the default: 4096 on CUDA, 0 on CPU; see sus_fx.policy, "Short sequences")
+             or "auto" (the default: 8192 on CUDA, 0 on CPU; see sus_fx.policy, "Short sequences")
     policy   path of a TOML policy file (see sus_fx.policy), a Policy, or False for none;
              default: the file named by $SUS_FX_POLICY, if set
     report   True: log the report of each compiled graph (logger "sus_fx", shown on stderr when
@@ -314,7 +314,7 @@ def make_backend(c=None, policy: PolicyLike = None, report: ReportTarget = False
         torch.compile(model, backend=sus_fx.make_backend(c=16, policy="policy.toml", report=True))
 
     c: default SUS parameter (number > 0, "exact" or inf); policy rules take precedence.
-    min_length: key length below which a site is left exact (int >= 0, or "auto": 4096 on CUDA,
+    min_length: key length below which a site is left exact (int >= 0, or "auto": 8192 on CUDA,
         0 on CPU); replaces the policy file's.
     policy: policy file path or Policy (validated now); None uses $SUS_FX_POLICY; False: none.
     report: True logs each graph's report; a callable receives each Report.

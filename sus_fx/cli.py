@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='SUS parameter for sites no policy rule matches: a number > 0 or "exact"')
     p.add_argument("--min-length", type=_min_length_arg, default=None, metavar="N",
                    help='key length below which a site is left exact: an integer >= 0 or "auto" (default: the '
-                        "policy file's, else auto: 4096 on CUDA, 0 on CPU)")
+                        "policy file's, else auto: 8192 on CUDA, 0 on CPU)")
     p.add_argument("--graphs", action="store_true", help="also print each graph's code before and after")
     p.set_defaults(func=cmd_inspect)
 

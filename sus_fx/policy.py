@@ -10,7 +10,7 @@
     match = "model.layers.*"
     c = 16
 
-    min_length = 4096            # optional, top level: see "Short sequences" below
+    min_length = 8192            # optional, top level: see "Short sequences" below
 
 
 The module path of a site is the innermost module that produced it, as the passes read it from
@@ -32,9 +32,10 @@ Python launches more than the dense one, and on a step bound by host time those 
 sparse kernels save. An attention site whose key length is below `min_length` is left exactly as
 it was (exact attention, the inspect report says why). Precedence: the `min_length` option
 (backend, make_backend, inspect, CLI), else the file's top-level `min_length`, else "auto":
-AUTO_MIN_LENGTH for the site's device (CUDA: 4096, from GPT-124M at batch 1 on an H200 against
-inductor: 0.74x at 2k, 0.98x at 4k, 1.20x at 8k; CPU: 0, where the reference backward serves
-correctness, not speed). 0 rewrites every site. A symbolic key length (dynamic shapes) cannot be
+AUTO_MIN_LENGTH for the site's device (CUDA: 8192, from GPT-124M at batch 1 on an H200 against
+inductor, every site rewritten: 0.69-0.74x at 2k, 0.82-0.98x at 4k, 1.20-1.24x at 8k, the short
+steps bound by the host, whose speed differed between machines; CPU: 0, where the reference
+backward serves correctness, not speed). 0 rewrites every site. A symbolic key length (dynamic shapes) cannot be
 compared when the graph is compiled: such a site is rewritten (its report shows the symbolic shape).
 
 Every problem in a file is a ValueError naming the file, the rule (its 1-based index and its
@@ -62,7 +63,7 @@ ENV_VAR = "SUS_FX_POLICY"
 _TOP_KEYS = ("c", "rule", "min_length")
 # The key length from which attention on a device type is rewritten when min_length is "auto" (see
 # the module doc). Device types not listed: 0.
-AUTO_MIN_LENGTH: Dict[str, int] = {"cuda": 4096}
+AUTO_MIN_LENGTH: Dict[str, int] = {"cuda": 8192}
 _RULE_KEYS = ("match", "c")
 
 PolicyLike = Union["Policy", str, os.PathLike, None, bool]

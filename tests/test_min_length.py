@@ -1,6 +1,6 @@
 """min_length: attention with keys shorter than it is left as it was (SUS saves no time there).
 
-Default "auto": sus_fx.policy.AUTO_MIN_LENGTH by device (CUDA 4096, CPU 0). These tests run on the
+Default "auto": sus_fx.policy.AUTO_MIN_LENGTH by device (CUDA 8192, CPU 0). These tests run on the
 CPU; where they need "auto" to bite they patch the CPU's entry."""
 import pytest
 import torch
@@ -34,9 +34,9 @@ def test_policy_file_option_and_auto(tmp_path):
     assert pol.min_length_for("cuda") == 2048 and pol.min_length_for("cpu") == 2048
     assert Policy.resolve(str(p), min_length=0).min_length_for("cuda") == 0  # the option wins
     auto = Policy.resolve(str(p), min_length="auto")  # an explicit "auto" replaces the file's value
-    assert auto.min_length_for("cuda") == policy_mod.AUTO_MIN_LENGTH["cuda"] == 4096
+    assert auto.min_length_for("cuda") == policy_mod.AUTO_MIN_LENGTH["cuda"] == 8192
     assert auto.min_length_for("cpu") == 0
-    assert Policy().min_length_for("cuda") == 4096 and "min_length = auto" in Policy().describe()
+    assert Policy().min_length_for("cuda") == 8192 and "min_length = auto" in Policy().describe()
     assert "min_length = 2048" in pol.describe()
 
 
@@ -117,4 +117,4 @@ def test_cuda_default_leaves_short_attention_to_sdpa():
     be = make_backend()
     torch.compile(model, backend=be)(x)
     assert be.reports[0].sites == []
-    assert "key length 8 < min_length 4096 (cuda)" in be.reports[0].skipped[0].reason
+    assert "key length 8 < min_length 8192 (cuda)" in be.reports[0].skipped[0].reason
