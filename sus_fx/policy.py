@@ -1,7 +1,8 @@
 """Per-site choice of the SUS parameter `c`: a small TOML policy file.
 
     c = 32                       # default for sites no rule matches (optional; 32 if absent)
-
+    min_length = 8192            # optional: see "Short sequences" below (top-level keys come
+                                 # before the first [[rule]]: TOML puts later keys in that rule)
     [[rule]]                     # rules are tried in order; the first match wins
     match = "model.layers.0.*"   # fnmatch glob (case-sensitive) on the site's module path
     c = "exact"                  # a number > 0, or "exact" (= float("inf"): exact backward)
@@ -9,9 +10,6 @@
     [[rule]]
     match = "model.layers.*"
     c = 16
-
-    min_length = 8192            # optional, top level: see "Short sequences" below
-
 
 The module path of a site is the innermost module that produced it, as the passes read it from
 Dynamo's `nn_module_stack` (e.g. "model.layers.0.self_attn"; "" when the attention sits in the
@@ -183,6 +181,9 @@ class Policy:
             match = raw.get("match")
             name = f"rule {i} (match {match!r})" if isinstance(match, str) else f"rule {i}"
             for key in raw:
+                if key == "min_length":
+                    raise ValueError(f"{source}: {name}: key 'min_length' is a top-level key; put it before the "
+                                     "first [[rule]] (TOML puts a key written after [[rule]] in that rule)")
                 if key not in _RULE_KEYS:
                     raise ValueError(f"{source}: {name}: unknown key {key!r} (allowed: match, c)")
             if "match" not in raw:

@@ -52,6 +52,13 @@ def test_bad_min_length_is_an_error_that_names_the_key(tmp_path, value):
         parse_min_length(value, "x")
 
 
+def test_min_length_written_inside_a_rule_says_where_it_belongs(tmp_path):
+    p = tmp_path / "policy.toml"
+    p.write_text('c = 8\n[[rule]]\nmatch = "*"\nc = 4\nmin_length = 0\n')
+    with pytest.raises(ValueError, match=r"rule 1 \(match '\*'\): key 'min_length' is a top-level key; put it before"):
+        Policy.load(p)
+
+
 def test_short_keys_are_left_alone_with_the_reason():
     model, x = Attn(), torch.randn(2, 8, 16)
     short = sus_fx.inspect(model, x, min_length=16)
