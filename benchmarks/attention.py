@@ -3,14 +3,15 @@
     python3 benchmarks/attention.py --out DIR [--n 1024,2048,...] [--d 64,128] [--causal 1,0]
                                     [--c 8,16,32,64] [--flex-n 4096,16384] [--tune] [--graph]
                                     [--compiled-n 2048,16384] [--extra-d 80,96,256 --extra-n 16384]
-                                    [--heads 12] [--layout packed] [--qscale 3]
+                                    [--heads 12] [--layout packed] [--qscale 3] [--rounds 3]
 
 bf16, B=1; H=32 for head dim 64, H=16 for head dim 128 (--heads sets it). --layout packed makes q, k
 and v strided views of one [B, L, 3, H, D] tensor, as a model's fused qkv projection does, and
 --qscale > 1 sharpens the attention, as training does (GPT-shaped rows: --d 64 --heads 12 --layout
 packed --qscale 3). For each case: forward, backward (on a
 retained graph), forward+backward (median ms of triton.testing.do_bench) and the peak memory of one
-forward+backward above the inputs. Writes DIR/attention.json, DIR/attention.md and
+forward+backward above the inputs; --rounds R alternates the methods over R rounds and reports
+medians (the card's clock drifts over a run). Writes DIR/attention.json, DIR/attention.md and
 DIR/attention.png (log-log time against n), prints the table last.
 """
 from __future__ import annotations
