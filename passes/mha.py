@@ -72,6 +72,7 @@ class MhaPlan:
         E, H = a["embed_dim_to_check"], a["num_heads"]
         hd = E // H if isinstance(E, int) and isinstance(H, int) and H else None
         self.q_shape = self.k_shape = self.v_shape = None
+        self.device_type = k.device.type if k is not None else None
         if q is not None and k is not None and q.dim() == 3 and hd is not None:
             L, B = q.shape[0], q.shape[1]
             S = k.shape[0]

@@ -15,7 +15,7 @@ import torch
 from torch.fx import Graph, Node
 
 from . import masks
-from .matcher import dtype_of, plain_shape
+from .matcher import dtype_of, plain_shape, tensor_of
 
 Scalar = Union[float, Node]
 
@@ -73,6 +73,12 @@ class AttentionPlan:
 
     def shapes(self):
         return plain_shape(self.q.shape), plain_shape(self.k.shape), plain_shape(self.v.shape)
+
+    @property
+    def device_type(self) -> Optional[str]:
+        """The device type of the keys ("cuda", "cpu"), or None if the graph does not say."""
+        k = tensor_of(self.k.node)
+        return k.device.type if k is not None else None
 
     # -- emission ---------------------------------------------------------------------------
     def _scale_arg(self, graph: Graph) -> Optional[Scalar]:

@@ -29,7 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch.fx
 
 from . import matmul_softmax, mha, sdpa
-from .matcher import NoMatch, module_path, tensor_of
+from .matcher import NoMatch, module_path
 
 FAMILIES = (sdpa, mha, matmul_softmax)
 
@@ -78,15 +78,16 @@ def _checkpoint_bodies(gm: torch.fx.GraphModule):
 
 
 def too_short(plan, min_length: Callable[[str], int]) -> Optional[str]:
-    """Why the site is left as it was because its key length is below min_length, or None."""
-    k = tensor_of(plan.k.node)
-    lk = plan.k.shape[-2] if plan.k.shape else None
-    if k is None or not isinstance(lk, int):
-        return None  # symbolic (dynamic shapes): not comparable when the graph is compiled
-    floor = min_length(k.device.type)
+    """Why the site is left as it was because its key length is below min_length, or None. Every
+    plan family gives shapes() (q, k, v as the op sees them: [B, H, L, E]) and device_type."""
+    k_shape, device = plan.shapes()[1], plan.device_type
+    lk = k_shape[-2] if k_shape else None
+    if device is None or not isinstance(lk, int):
+        return None  # symbolic (dynamic shapes) or unknown: not comparable when the graph is compiled
+    floor = min_length(device)
     if lk >= floor:
         return None
-    return (f"key length {lk} < min_length {floor} ({k.device.type}): SUS saves no time on sequences this "
+    return (f"key length {lk} < min_length {floor} ({device}): SUS saves no time on sequences this "
             "short, so the exact attention is kept (min_length=0 rewrites it)")
 
 

@@ -125,3 +125,31 @@ def test_cuda_default_leaves_short_attention_to_sdpa():
     torch.compile(model, backend=be)(x)
     assert be.reports[0].sites == []
     assert "key length 8 < min_length 8192 (cuda)" in be.reports[0].skipped[0].reason
+
+
+class Explicit(nn.Module):
+    def forward(self, q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) * 0.25, dim=-1) @ v
+
+
+class MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("family", ["sdpa", "matmul_softmax", "mha"])
+def test_every_family_is_compared_on_its_key_length(family):
+    """Lq = 4 and Lk = 8: the key length is what counts (the keys are what SUS samples)."""
+    if family == "sdpa":
+        model, args = Attn(), (torch.randn(2, 8, 16),)
+    elif family == "matmul_softmax":
+        model, args = Explicit(), (torch.randn(1, 2, 4, 8), torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8))
+    else:
+        model, args = MHA(), (torch.randn(2, 8, 16),)
+    assert len(sus_fx.inspect(model, *args, min_length=8).sites) == 1
+    short = sus_fx.inspect(model, *args, min_length=9)
+    assert short.sites == [] and "key length 8 < min_length 9" in short.skipped[0].reason
