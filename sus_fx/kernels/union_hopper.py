@@ -188,6 +188,20 @@ def _add(x, y):
 
 
 @gluon.jit
+def _popc64(x):
+    return gl.inline_asm_elementwise("popc.b64 $0, $1;", "=r,l", [x], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _place_tile_columns(w, tile, first, COLS, row, U_cap, jl, BN: gl.constexpr):
+    """Columns of the tiles whose 64-bit keep words are w (one per thread), in ascending order from
+    position first, into COLS[row + ...] (those past U_cap dropped: the block overflows)."""
+    on = ((w[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
+    pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
+    gl.store(COLS + row + pos, tile[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
+
+
+@gluon.jit
 def _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.constexpr):
     """The block's union as ascending column indices (COLS, capacity U_cap) and its size (CNT),
     straight from the per-tile keep bits: words[t, w] holds bits 16w .. 16w+15 of tile t. A union
@@ -214,28 +228,12 @@ def _expand_words(words, n_t, COLS, CNT, blk, U_cap, TMAX: gl.constexpr, BN: gl.
             word = gl.sum(w4 << shifts[None, :], axis=1)
             tiles = ci * CH + gl.arange(0, CH, layout=gl.SliceLayout(1, bl))
             word = gl.where(tiles < n_t, gl.convert_layout(word, gl.SliceLayout(1, bl)), 0)
-            on = ((word[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
-            per_tile = gl.convert_layout(gl.sum(on, axis=1), l1)  # (the scan wants a plain layout)
+            per_tile = gl.convert_layout(_popc64(word), l1)  # (the scan wants a plain layout)
             first = gl.convert_layout(base + gl.associative_scan(per_tile, 0, _add) - per_tile,
                                       gl.SliceLayout(1, bl))
-            pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
-            gl.store(COLS + row + pos, tiles[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
+            _place_tile_columns(word, tiles, first, COLS, row, U_cap, jl, BN)
             base += gl.sum(per_tile, 0)
     gl.store(CNT + blk, base)
-
-
-@gluon.jit
-def _popc64(x):
-    return gl.inline_asm_elementwise("popc.b64 $0, $1;", "=r,l", [x], dtype=gl.int32, is_pure=True, pack=1)
-
-
-@gluon.jit
-def _place_tile_columns(w, tile, first, COLS, row, U_cap, jl, BN: gl.constexpr):
-    """Columns of the tiles whose 64-bit keep words are w (one per thread), in ascending order from
-    position first, into COLS[row + ...] (those past U_cap dropped: the block overflows)."""
-    on = ((w[:, None] >> jl[None, :].to(gl.int64)) & 1).to(gl.int32)
-    pos = first[:, None] + gl.associative_scan(on, 1, _add) - on
-    gl.store(COLS + row + pos, tile[:, None] * BN + jl[None, :], mask=(on != 0) & (pos < U_cap))
 
 
 @gluon.jit
