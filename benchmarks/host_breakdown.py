@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import os
 import sys
 import time
@@ -21,7 +20,9 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 import sus_fx  # noqa: E402
+from attention import make_inputs  # noqa: E402
 from sus_fx import ops  # noqa: E402
 from sus_fx.kernels import dispatch, sus_bwd, union_hopper  # noqa: E402
 
@@ -50,9 +51,8 @@ def main():
     args = ap.parse_args()
     n, H, D = args.n, 16, 128
     dev = "cuda" if torch.cuda.is_available() else "cpu"  # (CPU: the reference path, a smoke test)
-    q, k, v, do = (torch.randn(1, H, n, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
+    *ins, do = make_inputs(H, n, D, torch.Generator(device=dev).manual_seed(0), dev=dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    ins = tuple(t.requires_grad_() for t in (q, k, v))
 
     def fb():
         torch.autograd.grad(sus_fx.sus_attention(*ins, is_causal=True, c=args.c), ins, do)

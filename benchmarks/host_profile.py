@@ -10,7 +10,6 @@ sorted by cumulative time: the functions under which that time is spent.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import sus_fx  # noqa: E402
+from attention import make_inputs  # noqa: E402
 from overhead import cprofile_text, host_and_wall  # noqa: E402
 
 
@@ -30,8 +30,7 @@ def main():
     ap.add_argument("--lines", type=int, default=45)
     args = ap.parse_args()
     n, H, D = args.n, 16, 128
-    q, k, v, do = (torch.randn(1, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    ins = tuple(t.requires_grad_() for t in (q, k, v))
+    *ins, do = make_inputs(H, n, D, torch.Generator(device="cuda").manual_seed(0))
     sus = lambda q, k, v: sus_fx.sus_attention(q, k, v, is_causal=True, c=args.c)  # noqa: E731
     sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
     variants = {
@@ -40,7 +39,10 @@ def main():
         # SDPA rewritten by the sus backend, as a user's model is (its post-grad pass drops the
         # forward op's autograd layer); call 2 of stop 19 timed torch.compile(sus) under inductor,
         # which keeps that layer
-        "compiled sus": torch.compile(sdpa, backend=sus_fx.make_backend(c=args.c, min_length=0), fullgraph=True,
+        # (its own function object: Dynamo caches compiled code per code object, so two backends
+        # on one function would share a cache)
+        "compiled sus": torch.compile(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                      backend=sus_fx.make_backend(c=args.c, min_length=0), fullgraph=True,
                                       dynamic=False),
         "compiled sdpa": torch.compile(sdpa, fullgraph=True, dynamic=False),
     }
