@@ -33,8 +33,9 @@ it was (exact attention, the inspect report says why). Precedence: the `min_leng
 AUTO_MIN_LENGTH for the site's device (CUDA: 8192, from GPT-124M at batch 1 on an H200 against
 inductor, every site rewritten: 0.69-0.74x at 2k, 0.82-0.98x at 4k, 1.20-1.24x at 8k, the short
 steps bound by the host, whose speed differed between machines; CPU: 0, where the reference
-backward serves correctness, not speed). 0 rewrites every site. A symbolic key length (dynamic shapes) cannot be
-compared when the graph is compiled: such a site is rewritten (its report shows the symbolic shape).
+backward serves correctness, not speed). 0 rewrites every site. A symbolic key length (dynamic
+shapes) cannot be compared when the graph is compiled: such a site is rewritten (its report shows
+the symbolic shape).
 
 Every problem in a file is a ValueError naming the file, the rule (its 1-based index and its
 `match`) and the key.
@@ -200,7 +201,7 @@ class Policy:
 
     @classmethod
     def resolve(cls, policy: PolicyLike = None, c: Optional[float] = None,
-                min_length: Optional[int] = None) -> "Policy":
+                min_length: Optional[Union[int, str]] = None) -> "Policy":
         """The policy the backend uses: `policy` (a Policy, a path, None -> $SUS_FX_POLICY,
         False -> none), with options `c` and `min_length` replacing its own. Always a fresh object."""
         if isinstance(policy, Policy):
@@ -224,8 +225,9 @@ class Policy:
                             f"got {type(policy).__name__}")
         return base.with_default(c, min_length)
 
-    def with_default(self, c: Optional[float] = None, min_length: Optional[int] = None) -> "Policy":
-        """A copy with fresh hit counts; `c` and `min_length`, if given, replace the policy's."""
+    def with_default(self, c: Optional[float] = None, min_length: Optional[Union[int, str]] = None) -> "Policy":
+        """A copy with fresh hit counts; `c` and `min_length` (an int, or "auto"), if given, replace
+        the policy's."""
         min_length = self.min_length if min_length is None else parse_min_length(min_length, "sus-fx option")
         if c is None:
             return Policy(self.rules, self.default_c, self.source, self.default_label, min_length)
